@@ -1,0 +1,96 @@
+"""From a Hydra config to the objects of a search: seeding, the environment, the policy, run folders.
+
+Shared by ``scripts/train.py`` and ``scripts/benchmark.py`` so both build things the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from controller.policy import Policy, TokenSpec
+
+# Settings a resumed run may change; everything else comes from the run's saved config.
+RESUMABLE_OVERRIDES = ("search.", "resume", "hydra.")
+
+
+def seed_everything(seed: int) -> None:
+    """The one seeding block: Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_env(env_cfg: DictConfig, run_dir: Path | None = None) -> gym.Env:
+    """Instantiate the environment; an env config with ``cache: null`` gets ``run_dir/cache.sqlite``."""
+    extra: dict[str, Any] = {}
+    if "cache" in env_cfg and env_cfg.cache is None and run_dir is not None:
+        extra["cache"] = str(run_dir / "cache.sqlite")
+    with _plain_errors():
+        return instantiate(env_cfg, _convert_="all", **extra)
+
+
+def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
+    # _partial_: the spec is a plain object that Hydra must not merge into the config.
+    with _plain_errors():
+        make = instantiate(controller_cfg, _convert_="all", _partial_=True)
+    return make(spec=TokenSpec.from_env(env), seed=seed)
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Hydra wraps what a constructor raises; our own ValueErrors (bad space, data, setting) already say
+    what is wrong, so they come out unwrapped."""
+    try:
+        yield
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ValueError):
+            raise exc.__cause__ from None
+        raise
+
+
+def register_resolvers() -> None:
+    """``nasrl_run_dir``/``nasrl_config_subdir``: a resumed run writes into its own folder, and the config
+    of the resuming command goes to ``.hydra_resume/<time>`` so the run's ``.hydra/`` stays as it was."""
+    if not OmegaConf.has_resolver("nasrl_run_dir"):
+        OmegaConf.register_new_resolver("nasrl_run_dir", lambda resume, new: new if resume is None else resume)
+    if not OmegaConf.has_resolver("nasrl_config_subdir"):
+        OmegaConf.register_new_resolver(
+            "nasrl_config_subdir", lambda resume, stamp: ".hydra" if resume is None else f".hydra_resume/{stamp}"
+        )
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The saved config of the run in ``cfg.resume``, with this command's ``search.*`` overrides applied."""
+    run_dir = Path(cfg.resume)
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not (saved.exists() and (run_dir / "checkpoint.pt").exists()):
+        raise ValueError(
+            f"resume={cfg.resume}: not a nasrl run folder (expected .hydra/config.yaml and checkpoint.pt in it)"
+        )
+    old = OmegaConf.load(saved)
+    last = {o.lstrip("+~").split("=", 1)[0]: o for o in overrides if "=" in o}  # the last one of a key wins
+    refused = []
+    for key, o in last.items():
+        if key.startswith(RESUMABLE_OVERRIDES):
+            continue
+        new_value = OmegaConf.select(OmegaConf.from_dotlist([o.lstrip("+~")]), key)
+        if OmegaConf.select(old, key, default=None) != new_value:
+            refused.append(o)
+    if refused:
+        raise ValueError(
+            f"resume continues a run with its saved config; only search.* settings can change, got {refused}"
+        )
+    merged = OmegaConf.merge(old, OmegaConf.from_dotlist([o for k, o in last.items() if k.startswith("search.")]))
+    merged.resume = str(run_dir)
+    return merged

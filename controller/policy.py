@@ -1,0 +1,78 @@
+"""The policy interface that every search strategy meets (LSTM + REINFORCE, random, evolution, yours).
+
+The search loop (``controller/search.py``) drives a policy through the environment, one step at a time::
+
+    policy.start_episode()
+    while not done:
+        action = policy.act(obs)                      # obs from env.step: the token protocol of env/childnet.py
+        obs, reward, done, _, info = env.step(action)
+    metrics = policy.end_episode(reward, info)        # learn; return scalars to log (may be empty)
+
+plus ``state_dict()`` / ``load_state_dict()`` so a checkpoint taken between two episodes resumes the
+policy exactly. A policy is built by Hydra from ``conf/controller/*.yaml`` with two extra keyword
+arguments: ``spec`` (a :class:`TokenSpec` read off the environment) and ``seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a policy needs to know of an environment that follows the token protocol."""
+
+    decision_names: tuple[str, ...]  # index = obs["decision"]
+    decision_kinds: tuple[str, ...]  # "categorical" or "skip"
+    choice_labels: tuple[tuple[str, ...], ...]  # labels of the valid choices of each decision type
+    num_actions: int  # K: size of the action space
+    max_depth: int  # number of values obs["layer"] can take
+
+    @classmethod
+    def from_env(cls, env: gym.Env) -> TokenSpec:
+        types = env.unwrapped.decision_types  # type: ignore[attr-defined]
+        return cls(
+            decision_names=tuple(t.name for t in types),
+            decision_kinds=tuple(t.kind for t in types),
+            choice_labels=tuple(t.labels for t in types),
+            num_actions=int(env.action_space.n),  # type: ignore[attr-defined]
+            max_depth=int(env.observation_space["layer"].n),  # type: ignore[index]
+        )
+
+
+class Policy:
+    """Base class of search strategies; subclass it and override the methods below."""
+
+    def __init__(self, spec: TokenSpec, seed: int = 0) -> None:
+        self.spec = spec
+        self.seed = seed
+
+    def start_episode(self) -> None:
+        """Called before the first ``act`` of each episode."""
+
+    def act(self, obs: dict[str, Any]) -> int:
+        """Return a token among ``obs["action_mask"]``."""
+        raise NotImplementedError
+
+    def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
+        """Called with the last step's reward and info; return metrics to log (``{}`` if none)."""
+        return {}
+
+    def choice_probabilities(self) -> dict[str, list[float]]:
+        """Mean probability the policy gave each choice of each decision type lately (for TensorBoard)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def valid_actions(obs: dict[str, Any]) -> np.ndarray:
+    """Indices of the actions valid in ``obs``."""
+    return np.flatnonzero(np.asarray(obs["action_mask"]))

@@ -1,0 +1,71 @@
+"""REINFORCE with a moving-average baseline and an entropy bonus (Williams 1992; Zoph & Le 2017).
+
+loss = -mean_m[(R_m - b) * sum_t log pi(a_t)] - entropy_weight * mean_m[sum_t H_t]
+
+with b an exponential moving average of the (transformed) rewards, taken before the batch it scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from env.rewards import get_reward_transform
+
+
+class Reinforce:
+    """Turns a batch of (log-probability, entropy, reward) episodes into one Adam step on ``params``."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        baseline_decay: float = 0.95,
+        entropy_weight: float = 1e-4,
+        grad_clip: float = 5.0,
+        reward_transform: str | Callable[[float], float] = "identity",
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"controller lr must be positive, got {lr!r}")
+        if not 0.0 <= baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay!r}")
+        self.params = list(params)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.baseline_decay = baseline_decay
+        self.entropy_weight = entropy_weight
+        self.grad_clip = grad_clip
+        self.reward_transform = get_reward_transform(reward_transform)
+        self.baseline: float | None = None
+
+    def update(self, log_probs: torch.Tensor, entropies: torch.Tensor, rewards: list[float]) -> dict[str, float]:
+        """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and raw ``rewards``."""
+        r = torch.tensor([self.reward_transform(x) for x in rewards], dtype=torch.float32)
+        if self.baseline is None:  # start from the first batch's mean, not 0, to avoid a huge first advantage
+            self.baseline = float(r.mean())
+        advantage = r - self.baseline
+        policy_loss = -(advantage * log_probs).mean()
+        entropy = entropies.mean()
+        loss = policy_loss - self.entropy_weight * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))
+        self.optimizer.step()
+        baseline_used = self.baseline
+        for x in r.tolist():
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * x
+        return {
+            "baseline": baseline_used,
+            "advantage": float(advantage.mean()),
+            "policy_loss": float(policy_loss.detach()),
+            "entropy": float(entropy.detach()),
+            "grad_norm": float(grad_norm),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]

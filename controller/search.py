@@ -1,0 +1,309 @@
+"""The search loop: a policy designs architectures through the environment until the budget is spent.
+
+Reads top to bottom: restore (if resuming), then per episode: play it through ``env.step``, record the
+row, let the policy learn, log, checkpoint. Every episode is appended to ``history.csv`` and the
+checkpoint is rewritten atomically after it, so an interruption at any point loses at most the
+episode in flight, and its child result is still in the evaluation cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from controller.policy import Policy
+
+HISTORY_COLUMNS = [
+    "index",  # number of the distinct architecture (a reused row repeats the first one's index)
+    "episode",
+    "tokens",
+    "architecture",
+    "reward",
+    "val_accuracy",
+    "params",
+    "seconds",  # child training seconds spent in this episode (0 when reused)
+    "reused",  # 1: sampled before in this run, its recorded result was reused without training
+    "failed",
+    "reason",
+    "metrics",  # JSON of extra numbers the evaluator reported (e.g. NAS-Bench-201 accuracies)
+]
+CHECKPOINT_VERSION = 1
+
+
+class SearchError(RuntimeError):
+    """A search that cannot go on (too many failed children, an unusable checkpoint)."""
+
+
+@dataclass
+class SearchState:
+    """Everything the loop itself accumulates; saved in the checkpoint."""
+
+    episode: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0  # wall seconds over all sessions of this run
+    consecutive_failures: int = 0
+
+    @property
+    def distinct(self) -> int:
+        return sum(1 for row in self.history if not row["reused"])
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        rows = [r for r in self.history if not r["failed"]] or self.history
+        return max(rows, key=lambda r: r["reward"]) if rows else None
+
+
+def run_search(
+    env: gym.Env,
+    policy: Policy,
+    budget: int,
+    max_episodes: int,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    max_consecutive_failures: int = 20,
+    progress: bool = False,
+    hparams: dict[str, Any] | None = None,
+) -> SearchState:
+    """Search until ``budget`` distinct architectures were evaluated or ``max_episodes`` were played.
+
+    With ``run_dir``, writes ``history.csv``, ``best.json``, ``checkpoint.pt`` and TensorBoard events
+    under ``tb/``; with ``resume``, continues from the checkpoint there.
+    """
+    if budget < 1 or max_episodes < 1:
+        raise ValueError(f"budget and max_episodes must be positive, got {budget} and {max_episodes}")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state = SearchState()
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs a run folder")
+        state = load_checkpoint(run_dir / "checkpoint.pt", policy)
+        _write_history(run_dir / "history.csv", state.history)  # drop rows newer than the checkpoint
+    elif run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_history(run_dir / "history.csv", [])
+    writer = _tensorboard(run_dir, state.episode) if run_dir is not None else None
+    seen = {row["tokens"]: row for row in state.history}
+    bar = _progress_bar(budget, state.distinct) if progress else None
+
+    env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
+    session_start, elapsed_before = time.monotonic(), state.elapsed
+    try:
+        while state.distinct < budget and state.episode < max_episodes:
+            obs, _ = env.reset()
+            policy.start_episode()
+            done = False
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+                done = terminated or truncated
+            row = _history_row(state, seen, reward, info)
+            state.history.append(row)
+            state.episode += 1
+            state.elapsed = elapsed_before + time.monotonic() - session_start
+            seen.setdefault(row["tokens"], row)
+            state.consecutive_failures = state.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
+            metrics = policy.end_episode(float(reward), info)
+
+            if run_dir is not None:
+                _append_history(run_dir / "history.csv", row)
+                save_checkpoint(run_dir / "checkpoint.pt", policy, state)
+                _write_best(run_dir / "best.json", state.best)
+            if writer is not None:
+                _log_episode(writer, state, row, metrics, policy)
+            if bar is not None:
+                bar.n = state.distinct
+                best = state.best
+                bar.set_postfix(best=f"{best['reward']:.4f}" if best else "-", episodes=state.episode)
+            if state.consecutive_failures >= max_consecutive_failures:
+                reasons = [r["reason"] for r in state.history[-3:]]
+                raise SearchError(
+                    f"{state.consecutive_failures} children failed in a row "
+                    f"(search.max_consecutive_failures={max_consecutive_failures}); last reasons: {reasons}"
+                )
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            if state.best is not None and hparams is not None:
+                _log_hparams(writer, hparams, state)
+            writer.close()
+    return state
+
+
+def _history_row(state: SearchState, seen: dict[str, dict], reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    tokens = " ".join(str(t) for t in info["tokens"])
+    first = seen.get(tokens)
+    known = {
+        "architecture",
+        "tokens",
+        "arch",
+        "val_accuracy",
+        "params",
+        "train_seconds",
+        "failed",
+        "reason",
+        "reused",
+        "child_seed",
+    }
+    return {
+        "index": first["index"] if first else state.distinct,
+        "episode": state.episode,
+        "tokens": tokens,
+        "architecture": info.get("architecture", tokens),
+        "reward": float(reward),
+        "val_accuracy": float(info.get("val_accuracy", reward)),
+        "params": int(info.get("params", 0)),
+        "seconds": 0.0 if first else float(info.get("train_seconds", 0.0)),
+        "reused": int(first is not None),
+        "failed": int(bool(info.get("failed", False))),
+        "reason": str(info.get("reason", "")),
+        "metrics": json.dumps({k: v for k, v in info.items() if k not in known and isinstance(v, (int, float))}),
+        "arch": info.get("arch"),
+    }
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file and rename, so a kill at any moment leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    def write(fh: Any) -> None:
+        text = _csv_lines([dict(zip(HISTORY_COLUMNS, HISTORY_COLUMNS))] + rows)
+        fh.write(text.encode())
+
+    _atomic_write(path, write)
+
+
+def _csv_lines(rows: list[dict[str, Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _append_history(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(_csv_lines([row]))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_best(path: Path, best: dict[str, Any] | None) -> None:
+    if best is None:
+        return
+    payload = {
+        "architecture": best["architecture"],
+        "tokens": [int(t) for t in best["tokens"].split()],
+        "reward": best["reward"],
+        "val_accuracy": best["val_accuracy"],
+        "params": best["params"],
+        "episode": best["episode"],
+        "index": best["index"],
+        "metrics": json.loads(best["metrics"]),
+        "arch": best.get("arch"),
+    }
+    _atomic_write(path, lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
+
+
+def save_checkpoint(path: Path, policy: Policy, state: SearchState) -> None:
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "policy": policy.state_dict(),
+        "state": state.__dict__,
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+    }
+    _atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: Path, policy: Policy) -> SearchState:
+    """Restore ``policy`` and the RNGs from ``path``; return the loop's state. Refuses anything unusable."""
+    if not path.exists():
+        raise SearchError(f"cannot resume: {path} does not exist (is {path.parent} a nasrl run folder?)")
+    try:
+        payload = torch.load(path, weights_only=False)
+    except Exception as exc:
+        raise SearchError(f"cannot resume: {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
+        raise SearchError(f"cannot resume: {path} is not a nasrl checkpoint of version {CHECKPOINT_VERSION}")
+    try:
+        policy.load_state_dict(payload["policy"])
+    except Exception as exc:
+        raise SearchError(
+            f"cannot resume: the checkpoint's policy does not fit the configured one "
+            f"(different controller or search space?): {type(exc).__name__}: {exc}"
+        ) from None
+    random.setstate(payload["rng"]["python"])
+    np.random.set_state(payload["rng"]["numpy"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    return SearchState(**payload["state"])
+
+
+# --- monitoring --------------------------------------------------------------------------------------
+
+
+def _tensorboard(run_dir: Path, start_step: int) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events logged after the checkpoint by an interrupted session.
+    return SummaryWriter(str(run_dir / "tb"), purge_step=start_step if start_step > 0 else None)
+
+
+def _log_episode(
+    writer: Any, state: SearchState, row: dict[str, Any], metrics: dict[str, float], policy: Policy
+) -> None:
+    step = state.episode
+    best = state.best
+    writer.add_scalar("search/reward", row["reward"], step)
+    writer.add_scalar("search/best_reward", best["reward"], step)
+    writer.add_scalar("search/val_accuracy", row["val_accuracy"], step)
+    writer.add_scalar("search/distinct_architectures", state.distinct, step)
+    writer.add_scalar("search/archs_per_hour", state.distinct / max(state.elapsed, 1e-9) * 3600, step)
+    writer.add_scalar("child/params", row["params"], step)
+    writer.add_scalar("child/train_seconds", row["seconds"], step)
+    if best["episode"] == row["episode"]:
+        writer.add_text("search/best_architecture", f"{best['architecture']} (reward {best['reward']:.4f})", step)
+    for name, value in metrics.items():
+        writer.add_scalar(f"controller/{name}", value, step)
+    if metrics:
+        for decision, probs in policy.choice_probabilities().items():
+            labels = policy.spec.choice_labels[policy.spec.decision_names.index(decision)]
+            for label, p in zip(labels, probs):
+                writer.add_scalar(f"policy/{decision}/{label}", p, step)
+
+
+def _log_hparams(writer: Any, hparams: dict[str, Any], state: SearchState) -> None:
+    clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    best = state.best
+    writer.add_hparams(
+        clean,
+        {"hparam/best_reward": best["reward"], "hparam/best_val_accuracy": best["val_accuracy"]},
+        run_name=".",
+        global_step=state.episode,
+    )
+
+
+def _progress_bar(budget: int, done: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=budget, initial=done, desc="architectures", unit="arch", dynamic_ncols=True, mininterval=1.0)

@@ -1,0 +1,180 @@
+"""Evaluators: what turns a finished architecture into a score.
+
+The environment is handed an evaluator object (a Hydra ``_target_``), so real child training, a lookup
+table or a fast synthetic score are interchangeable. An evaluator has one method,
+``evaluate(arch, seed) -> EvalResult``, and a ``fingerprint()`` naming everything that determines its
+results (used to key the evaluation cache).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from env.data import Dataset, load_dataset
+from env.networks import build_network, count_parameters
+from env.space import Architecture
+
+
+@dataclass
+class EvalResult:
+    """The outcome of evaluating one architecture."""
+
+    val_accuracy: float
+    params: int = 0
+    seconds: float = 0.0
+    failed: bool = False
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # extra reported numbers (never the reward)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Evaluator(Protocol):
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+
+class ChildTrainer:
+    """Trains the child network on the train split and scores it on the validation split.
+
+    The budget is ``epochs`` passes over the training data, or ``max_steps`` optimizer steps if set.
+    ``seed`` fixes the weight initialisation and the data order, so one seed gives one result on CPU.
+    A loss that turns NaN or infinite ends training with a failed result, never an exception.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset | str | dict[str, Any] = "mnist1d",
+        epochs: int = 10,
+        max_steps: int | None = None,
+        batch_size: int = 128,
+        optimizer: str = "adam",
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        schedule: str = "cosine",
+        num_threads: int | None = None,
+    ) -> None:
+        if optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer must be one of ['adam', 'adamw', 'sgd'], got {optimizer!r}")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be one of ['cosine', 'constant'], got {schedule!r}")
+        for key, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive integer or null, got {max_steps!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        if isinstance(dataset, str):
+            dataset = load_dataset(dataset)
+        elif isinstance(dataset, dict):
+            dataset = load_dataset(**dataset)
+        self.dataset = dataset
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.schedule = schedule
+        self.num_threads = num_threads
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = self.dataset
+        return {
+            "evaluator": type(self).__name__,
+            "dataset": d.name,
+            "data_sizes": [len(d.y_train), len(d.y_val)],
+            "epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule,
+        }
+
+    def build(self, arch: Architecture) -> torch.nn.Module:
+        return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
+
+    def total_steps(self) -> int:
+        per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)
+        return self.max_steps if self.max_steps is not None else per_epoch * self.epochs
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        start = time.perf_counter()
+        # fork_rng: child training must not move the caller's torch random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self.build(arch)
+            params = count_parameters(model)
+            failure = self._train(model, seed)
+            if failure:
+                return EvalResult(0.0, params, time.perf_counter() - start, failed=True, reason=failure)
+            accuracy = accuracy_of(model, self.dataset.x_val, self.dataset.y_val)
+        return EvalResult(accuracy, params, time.perf_counter() - start)
+
+    def _train(self, model: torch.nn.Module, seed: int) -> str:
+        """Train in place; return a failure reason, or '' on success."""
+        x, y = self.dataset.x_train, self.dataset.y_train
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[self.optimizer]
+        kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            kwargs.update(momentum=0.9, nesterov=True)
+        optimizer = opt_cls(model.parameters(), **kwargs)
+        total = self.total_steps()
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total) if self.schedule == "cosine" else None
+        generator = torch.Generator().manual_seed(seed)
+        model.train()
+        step = 0
+        while step < total:
+            order = torch.randperm(len(y), generator=generator)
+            for i in range(0, len(y), self.batch_size):
+                idx = order[i : i + self.batch_size]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                if not torch.isfinite(loss):
+                    return f"loss became {loss.item()} at step {step}"
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                if step >= total:
+                    break
+        return ""
+
+
+@torch.no_grad()
+def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Fraction of ``x`` that ``model`` classifies as ``y``, in eval mode."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+class TokenMatchEvaluator:
+    """A synthetic score with a known optimum, for tests and checks: the fraction of positions whose token
+    equals ``target`` (sequences of another length lose the missing positions). No training."""
+
+    def __init__(self, target: list[int] | tuple[int, ...]) -> None:
+        self.target = tuple(int(t) for t in target)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"evaluator": type(self).__name__, "target": list(self.target)}
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        hits = sum(a == b for a, b in zip(arch.tokens, self.target))
+        return EvalResult(hits / max(len(self.target), len(arch.tokens)))

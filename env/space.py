@@ -1,0 +1,349 @@
+"""Search spaces: YAML data that lists the decisions of a network, and the token protocol over it.
+
+A space file (``conf/space/*.yaml``) looks like::
+
+    name: cnn1d
+    network: cnn1d            # which builder in env/networks.py turns an architecture into a module
+    depth: [1, 2, 3, 4, 5, 6] # a list: the first token chooses the depth; an int: fixed depth
+    skip_connections: true    # Zoph & Le anchors: one binary "does layer j feed layer i" per j < i
+    head_pool: 1              # spatial size each output is pooled to before the classifier
+    layer:                    # the decisions taken for every layer, in this order
+      - {name: filters, choices: [16, 32, 64, 128]}
+      - {name: activation, choices: [relu, tanh]}
+
+An episode emits, in order: the depth token (if the depth varies), then for each layer i the skip
+decisions for j = 0..i-1 (if enabled), then the layer's own decisions. Every token sequence the space
+allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that ``env.networks`` can build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPACE_DIR = Path(__file__).resolve().parent.parent / "conf" / "space"
+
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
+POOLS = ("none", "max", "avg")
+
+# For each network builder: the per-layer decisions it understands, and how a value is checked.
+_POSITIVE_INT = "a positive integer"
+LAYER_DECISIONS: dict[str, dict[str, str]] = {
+    "cnn1d": {
+        "filters": _POSITIVE_INT,
+        "kernel_size": _POSITIVE_INT,
+        "stride": _POSITIVE_INT,
+        "pool": f"one of {list(POOLS)}",
+        "activation": f"one of {list(ACTIVATIONS)}",
+    },
+    "cnn2d": {
+        "filters": _POSITIVE_INT,
+        "filter_height": _POSITIVE_INT,
+        "filter_width": _POSITIVE_INT,
+        "stride": _POSITIVE_INT,
+        "pool": f"one of {list(POOLS)}",
+        "activation": f"one of {list(ACTIVATIONS)}",
+    },
+    "mlp": {
+        "units": _POSITIVE_INT,
+        "activation": f"one of {list(ACTIVATIONS)}",
+    },
+}
+REQUIRED_DECISIONS = {"cnn1d": {"filters"}, "cnn2d": {"filters"}, "mlp": {"units"}}
+TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "head_pool", "layer", "description")
+
+DEPTH = "depth"
+SKIP = "skip"
+
+
+class SpaceError(ValueError):
+    """A search space file that cannot be used; the message names the file, the key and what is accepted."""
+
+
+@dataclass(frozen=True)
+class DecisionType:
+    """One kind of decision: the controller keeps one output head per decision type."""
+
+    name: str
+    choices: tuple[Any, ...]
+    kind: str = "categorical"  # "categorical", or "skip" for the binary anchor decisions
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision asked at one position of an episode."""
+
+    type_index: int
+    layer: int  # layer the decision belongs to (0 for the depth token)
+    source: int = -1  # for a skip decision: the earlier layer j asked about; -1 otherwise
+
+
+@dataclass
+class Architecture:
+    """A decoded token sequence: pure data, enough to rebuild the network anywhere."""
+
+    space: str
+    network: str
+    tokens: tuple[int, ...]
+    layers: list[dict[str, Any]]
+    inputs: list[tuple[int, ...]]  # per layer: earlier layers feeding it; empty means the network input
+    head_pool: int = 1
+
+    def describe(self) -> str:
+        """One readable line, e.g. ``0:[filters=32 activation=relu](in) 1:[filters=64 activation=relu](0)``."""
+        parts = []
+        for i, (layer, inputs) in enumerate(zip(self.layers, self.inputs)):
+            params = " ".join(f"{k}={v}" for k, v in layer.items())
+            src = ",".join(str(j) for j in inputs) if inputs else "in"
+            parts.append(f"{i}:[{params}]({src})")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "network": self.network,
+            "tokens": list(self.tokens),
+            "layers": self.layers,
+            "inputs": [list(i) for i in self.inputs],
+            "head_pool": self.head_pool,
+            "readable": self.describe(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        return cls(
+            space=data["space"],
+            network=data["network"],
+            tokens=tuple(int(t) for t in data["tokens"]),
+            layers=[dict(layer) for layer in data["layers"]],
+            inputs=[tuple(int(j) for j in i) for i in data["inputs"]],
+            head_pool=int(data.get("head_pool", 1)),
+        )
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space; build one with :func:`load_space`."""
+
+    name: str
+    network: str
+    depths: tuple[int, ...]  # one entry: fixed depth
+    layer_decisions: list[DecisionType]
+    skip_connections: bool = False
+    head_pool: int = 1
+    source: str = "<dict>"
+    decision_types: list[DecisionType] = field(init=False)
+
+    def __post_init__(self) -> None:
+        types = []
+        if self.variable_depth:
+            types.append(DecisionType(DEPTH, self.depths))
+        types.extend(self.layer_decisions)
+        if self.skip_connections:
+            types.append(DecisionType(SKIP, (0, 1), kind="skip"))
+        self.decision_types = types
+
+    @property
+    def variable_depth(self) -> bool:
+        return len(self.depths) > 1
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    @property
+    def num_actions(self) -> int:
+        """K, the size of the action space: the largest number of choices of any decision."""
+        return max(len(t.choices) for t in self.decision_types)
+
+    def layout(self, depth: int) -> list[Decision]:
+        """The decisions of an episode whose network has ``depth`` layers, in emission order."""
+        type_of = {t.name: i for i, t in enumerate(self.decision_types)}
+        steps = [Decision(type_of[DEPTH], 0)] if self.variable_depth else []
+        for i in range(depth):
+            if self.skip_connections:
+                steps.extend(Decision(type_of[SKIP], i, j) for j in range(i))
+            steps.extend(Decision(type_of[d.name], i) for d in self.layer_decisions)
+        return steps
+
+    @property
+    def max_length(self) -> int:
+        return len(self.layout(self.max_depth))
+
+    def next_decision(self, tokens: tuple[int, ...] | list[int]) -> Decision | None:
+        """The decision asked after ``tokens`` were emitted, or None when the sequence is complete."""
+        if self.variable_depth:
+            if not tokens:
+                return self.layout(self.depths[0])[0]
+            depth = self.depths[tokens[0]]
+        else:
+            depth = self.depths[0]
+        steps = self.layout(depth)
+        return steps[len(tokens)] if len(tokens) < len(steps) else None
+
+    def decode(self, tokens: tuple[int, ...] | list[int]) -> Architecture:
+        """Turn a complete token sequence into an :class:`Architecture`; refuse anything else."""
+        tokens = tuple(int(t) for t in tokens)
+        for pos, token in enumerate(tokens):
+            decision = self.next_decision(tokens[:pos])
+            if decision is None:
+                raise ValueError(
+                    f"space '{self.name}': token sequence {list(tokens)} is too long; it is complete after {pos} tokens"
+                )
+            n = len(self.decision_types[decision.type_index].choices)
+            if not 0 <= token < n:
+                raise ValueError(
+                    f"space '{self.name}': token {token} at position {pos} is out of range for decision "
+                    f"'{self.decision_types[decision.type_index].name}' (valid: 0..{n - 1})"
+                )
+        if self.next_decision(tokens) is not None:
+            raise ValueError(f"space '{self.name}': token sequence {list(tokens)} is incomplete")
+        depth = self.depths[tokens[0]] if self.variable_depth else self.depths[0]
+        layers: list[dict[str, Any]] = [{} for _ in range(depth)]
+        feeds: list[list[int]] = [[] for _ in range(depth)]
+        for pos, decision in enumerate(self.layout(depth)):
+            dtype = self.decision_types[decision.type_index]
+            if dtype.name == DEPTH:
+                continue
+            if dtype.kind == "skip":
+                if tokens[pos] == 1:
+                    feeds[decision.layer].append(decision.source)
+            else:
+                layers[decision.layer][dtype.name] = dtype.choices[tokens[pos]]
+        return Architecture(
+            space=self.name,
+            network=self.network,
+            tokens=tokens,
+            layers=layers,
+            inputs=[tuple(f) for f in feeds],
+            head_pool=self.head_pool,
+        )
+
+    def size(self) -> int:
+        """The number of distinct token sequences in the space."""
+        total = 0
+        for depth in self.depths:
+            per_layer = 1
+            for d in self.layer_decisions:
+                per_layer *= len(d.choices)
+            skips = depth * (depth - 1) // 2 if self.skip_connections else 0
+            total += per_layer**depth * 2**skips
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "network": self.network,
+            "depth": list(self.depths) if self.variable_depth else self.depths[0],
+            "skip_connections": self.skip_connections,
+            "head_pool": self.head_pool,
+            "layer": [{"name": d.name, "choices": list(d.choices)} for d in self.layer_decisions],
+        }
+
+
+def load_space(space: str | Path | dict[str, Any] | SearchSpace) -> SearchSpace:
+    """Load a space by name (``conf/space/NAME.yaml``), from a YAML path, or from a dict; validate it."""
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, dict):
+        return _parse(dict(space), "<dict>")
+    text = str(space)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.exists()):
+        path = SPACE_DIR / f"{text}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+            raise SpaceError(f"unknown search space '{text}': accepted are {known} or a path to a YAML file")
+    if not path.exists():
+        raise SpaceError(f"search space file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: expected a mapping with keys {list(TOP_LEVEL_KEYS)}, got {type(data).__name__}")
+    return _parse(data, str(path))
+
+
+def _parse(data: dict[str, Any], source: str) -> SearchSpace:
+    def fail(key: str, problem: str) -> SpaceError:
+        return SpaceError(f"{source}: key '{key}': {problem}")
+
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise fail(key, f"unknown key; accepted keys are {list(TOP_LEVEL_KEYS)}")
+    network = data.get("network")
+    if network not in LAYER_DECISIONS:
+        raise fail("network", f"got {network!r}; accepted are {sorted(LAYER_DECISIONS)}")
+    name = str(data.get("name", Path(source).stem))
+
+    depth = data.get("depth")
+    depths = depth if isinstance(depth, list) else [depth]
+    if not depths or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths):
+        raise fail(
+            "depth",
+            f"got {depth!r}; accepted is a positive integer or a non-empty list of them (zero layers is no network)",
+        )
+    if len(set(depths)) != len(depths):
+        raise fail("depth", f"got {depth!r}; the depths must be distinct")
+
+    layer = data.get("layer")
+    if not isinstance(layer, list) or not layer:
+        raise fail("layer", f"got {layer!r}; accepted is a non-empty list of {{name, choices}} entries")
+    accepted = LAYER_DECISIONS[network]
+    decisions: list[DecisionType] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(layer):
+        where = f"layer[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "choices"}:
+            raise fail(where, f"got {entry!r}; accepted is a mapping with exactly the keys 'name' and 'choices'")
+        dname, choices = entry["name"], entry["choices"]
+        if dname not in accepted:
+            raise fail(f"{where}.name", f"got {dname!r}; network '{network}' accepts {sorted(accepted)}")
+        if dname in seen:
+            raise fail(f"{where}.name", f"duplicate decision name {dname!r}; each decision appears once")
+        seen.add(dname)
+        if not isinstance(choices, list) or not choices:
+            raise fail(f"{where}.choices", f"got {choices!r} for '{dname}'; accepted is a non-empty list")
+        for c in choices:
+            if not _valid_value(dname, c):
+                raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {accepted[dname]}")
+        if len(set(map(str, choices))) != len(choices):
+            raise fail(f"{where}.choices", f"duplicate choices in {choices!r} for '{dname}'")
+        decisions.append(DecisionType(dname, tuple(choices)))
+    missing = REQUIRED_DECISIONS[network] - seen
+    if missing:
+        raise fail("layer", f"network '{network}' needs the decisions {sorted(missing)}")
+
+    skip = data.get("skip_connections", False)
+    if not isinstance(skip, bool):
+        raise fail("skip_connections", f"got {skip!r}; accepted is true or false")
+    if skip and network == "mlp":
+        raise fail("skip_connections", "skip connections are supported by the cnn1d and cnn2d networks only")
+    head_pool = data.get("head_pool", 1)
+    if not isinstance(head_pool, int) or isinstance(head_pool, bool) or head_pool < 1:
+        raise fail("head_pool", f"got {head_pool!r}; accepted is a positive integer")
+    return SearchSpace(
+        name=name,
+        network=network,
+        depths=tuple(depths),
+        layer_decisions=decisions,
+        skip_connections=skip,
+        head_pool=head_pool,
+        source=source,
+    )
+
+
+def _valid_value(decision: str, value: Any) -> bool:
+    if decision == "activation":
+        return value in ACTIVATIONS
+    if decision == "pool":
+        return value in POOLS
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
