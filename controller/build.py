@@ -44,7 +44,14 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
     # _partial_: the spec is a plain object that Hydra must not merge into the config.
     with _plain_errors():
         make = instantiate(controller_cfg, _convert_="all", _partial_=True)
-    return make(spec=TokenSpec.from_env(env), seed=seed)
+    try:
+        return make(spec=TokenSpec.from_env(env), seed=seed)
+    except TypeError as exc:  # usually: settings of another controller passed to a user's class
+        keys = sorted(k for k in controller_cfg if k != "_target_")
+        raise ValueError(
+            f"controller._target_={controller_cfg._target_} could not be built with spec, seed and {keys}: {exc}. "
+            "For your own policy start from controller=custom, which has no settings of its own"
+        ) from None
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 - ``nasrl/ChildNet-v0``: each step emits one layer hyperparameter; the last step trains the child
   network and rewards its validation accuracy (:class:`env.childnet.ChildNetEnv`).
+- ``nasrl/NASBench201-v0``: the NAS-Bench-201 cell, rewarded from a lookup table
+  (:class:`env.nb201.NASBench201Env`; pass ``table=PATH``).
 """
 
 from gymnasium.envs.registration import register, registry
@@ -12,6 +14,8 @@ from env.space import Architecture, SearchSpace, SpaceError, load_space
 
 if "nasrl/ChildNet-v0" not in registry:
     register(id="nasrl/ChildNet-v0", entry_point="env.childnet:ChildNetEnv")
+if "nasrl/NASBench201-v0" not in registry:
+    register(id="nasrl/NASBench201-v0", entry_point="env.nb201:NASBench201Env")
 
 __all__ = [
     "Architecture",

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from env.cache import EvaluationCache, cache_key
 from env.evaluation import ChildTrainer, EvalResult, Evaluator
 from env.rewards import get_reward_transform
-from env.space import Decision, DecisionType, SearchSpace, load_space
+from env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
 class ChildNetEnv(gym.Env):
@@ -124,6 +124,10 @@ class ChildNetEnv(gym.Env):
         """Boolean mask of the actions valid now (the masked-RL convention, e.g. sb3-contrib)."""
         return self._mask().astype(bool)
 
+    def describe(self, arch: Architecture) -> str:
+        """The readable form of ``arch`` in ``info["architecture"]`` and the run files."""
+        return arch.describe()
+
     # --- internals -------------------------------------------------------------------------------
 
     def child_seed(self, tokens: tuple[int, ...]) -> int:
@@ -145,7 +149,7 @@ class ChildNetEnv(gym.Env):
             self.cache.put(key, result)
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.val_accuracy))
         info = {
-            "architecture": arch.describe(),
+            "architecture": self.describe(arch),
             "tokens": list(tokens),
             "arch": arch.to_dict(),
             "val_accuracy": result.val_accuracy,

@@ -28,6 +28,7 @@ SPACE_DIR = Path(__file__).resolve().parent.parent / "conf" / "space"
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
 POOLS = ("none", "max", "avg")
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 # For each network builder: the per-layer decisions it understands, and how a value is checked.
 _POSITIVE_INT = "a positive integer"
@@ -51,8 +52,9 @@ LAYER_DECISIONS: dict[str, dict[str, str]] = {
         "units": _POSITIVE_INT,
         "activation": f"one of {list(ACTIVATIONS)}",
     },
+    "nb201_cell": {"op": f"one of {list(NB201_OPS)}"},  # looked up in a table (env/nb201.py), not built
 }
-REQUIRED_DECISIONS = {"cnn1d": {"filters"}, "cnn2d": {"filters"}, "mlp": {"units"}}
+REQUIRED_DECISIONS = {"cnn1d": {"filters"}, "cnn2d": {"filters"}, "mlp": {"units"}, "nb201_cell": {"op"}}
 TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "head_pool", "layer", "description")
 
 DEPTH = "depth"
@@ -346,4 +348,6 @@ def _valid_value(decision: str, value: Any) -> bool:
         return value in ACTIVATIONS
     if decision == "pool":
         return value in POOLS
+    if decision == "op":
+        return value in NB201_OPS
     return isinstance(value, int) and not isinstance(value, bool) and value > 0

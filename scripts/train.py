@@ -11,6 +11,7 @@ checkpoint.pt, cache.sqlite and TensorBoard events under tb/.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from controller.build import build_env, build_policy, register_resolvers, resume_config, seed_everything
-from controller.search import run_search
+from controller.search import SearchError, run_search
 
 register_resolvers()
 
@@ -31,11 +32,24 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    try:
+        search(cfg)
+    except (ValueError, SearchError) as exc:  # bad settings, space, data, table or checkpoint: say it in one line
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(f"error: {exc}")
+
+
+def search(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     resuming = cfg.resume is not None
     if resuming:
         cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    for key in ("budget", "max_episodes", "max_consecutive_failures"):
+        value = cfg.search[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"search.{key} must be a positive integer, got {value!r}")
 
     seed_everything(cfg.seed)
     env = build_env(cfg.env, run_dir)

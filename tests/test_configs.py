@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import ROOT
 from controller.build import build_env, build_policy, register_resolvers
 from controller.policy import Policy
 from env.data import DataError
@@ -14,6 +14,7 @@ from env.data import DataError
 CONTROLLERS = sorted(p.stem for p in (ROOT / "conf" / "controller").glob("*.yaml"))
 ENVS = sorted(p.stem for p in (ROOT / "conf" / "env").glob("*.yaml"))
 NEEDS_A_FOLDER = {"cifar10", "mnist", "fashion_mnist"}
+SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
 
 
 def composed(*overrides: str):
@@ -23,8 +24,8 @@ def composed(*overrides: str):
 
 
 def test_the_groups_ship_what_the_readme_promises() -> None:
-    assert {"lstm", "random"} <= set(CONTROLLERS)
-    assert {"mnist1d", "digits", "cifar10", "mnist", "fashion_mnist", "synthetic"} <= set(ENVS)
+    assert {"lstm", "random", "evolution", "custom"} <= set(CONTROLLERS)
+    assert {"mnist1d", "digits", "cifar10", "mnist", "fashion_mnist", "synthetic", "nb201"} <= set(ENVS)
 
 
 def test_defaults_are_lstm_on_mnist1d() -> None:
@@ -45,6 +46,13 @@ def test_resume_writes_into_the_resumed_folder() -> None:
 def test_every_combination_composes_and_instantiates(controller: str, env_name: str, tmp_path) -> None:
     cfg = composed(f"controller={controller}", f"env={env_name}")
     OmegaConf.resolve(cfg.env)
+    if controller == "custom":  # a slot for the user's class: composing works, the target must be given
+        assert OmegaConf.is_missing(cfg.controller, "_target_")
+        return
+    if env_name == "nb201":
+        if not SHARED_TABLE.exists():
+            pytest.skip(f"{SHARED_TABLE} is absent")
+        cfg.env.table = str(SHARED_TABLE)
     if env_name in NEEDS_A_FOLDER:  # nothing is downloaded: without the user's folder, a clear error
         cfg.env.evaluator.dataset.root = str(tmp_path / "nowhere")
         with pytest.raises(DataError, match="not found: expected the files"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
-from conftest import TOY_SPACE, TOY_TARGET
 
+from conftest import TOY_SPACE, TOY_TARGET
 from controller.lstm import LSTMPolicy
 from controller.policy import TokenSpec
 from controller.random_search import RandomPolicy
@@ -62,7 +64,10 @@ def test_policy_state_dict_resumes_sampling_exactly() -> None:
     a = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=3)
     run_search(env, a, budget=10_000, max_episodes=7, seed=1)  # leaves one episode pending
     b = LSTMPolicy(TokenSpec.from_env(env), seed=99, batch_size=3)
-    b.load_state_dict(a.state_dict())
+    buffer = io.BytesIO()  # through bytes, as the checkpoint does: no tensor shared between a and b
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
     sa = run_search(toy_env(), a, budget=10_000, max_episodes=8, seed=1)
     sb = run_search(toy_env(), b, budget=10_000, max_episodes=8, seed=1)
     assert [r["tokens"] for r in sa.history] == [r["tokens"] for r in sb.history]

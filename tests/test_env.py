@@ -5,10 +5,10 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import chain_cnn1d_tokens
 from gymnasium.utils.env_checker import check_env
 
 import env as nasrl_env
+from conftest import chain_cnn1d_tokens
 from env import ChildNetEnv, ChildTrainer, TokenMatchEvaluator, load_space
 
 FAST = {"dataset": "mnist1d", "training": {"max_steps": 30, "batch_size": 64}}

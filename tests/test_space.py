@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import random_tokens
 
+from conftest import random_tokens
 from env.networks import build_network
 from env.space import SPACE_DIR, SpaceError, load_space
 

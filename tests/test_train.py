@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, run_script
 
 FAST_CHILD = ["env.evaluator.max_steps=10", "env.evaluator.batch_size=64", "search.progress=false"]
 

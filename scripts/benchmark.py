@@ -1,0 +1,185 @@
+"""Compare search strategies over many seeds on a tabular environment (NAS-Bench-201 by default).
+
+    python scripts/benchmark.py env.table=../shared/data/nb201/cifar10.csv benchmark.seeds=100 benchmark.budget=200
+
+Writes into its run folder: summary.json (per strategy and budget: mean, std and n of each reported
+column of the architecture with the best reward seen), summary.md (the same as a table, with the
+published NAS-Bench-201 numbers and Welch's t-test against the baseline strategy) and curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from controller.build import build_env, build_policy, seed_everything
+from controller.search import run_search
+
+
+def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict]]:
+    """One search; returns the reward and reported metrics of each distinct evaluation, in order."""
+    name, strategy_cfg, env_cfg, seed, budget, max_episodes = task
+    torch.set_num_threads(1)  # one process per core: tiny controller ops only slow down with more threads
+    seed_everything(seed)
+    env = build_env(OmegaConf.create(env_cfg))
+    policy = build_policy(OmegaConf.create(strategy_cfg), env, seed)
+    state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed)
+    firsts = [row for row in state.history if not row["reused"]]
+    return name, seed, [row["reward"] for row in firsts], [json.loads(row["metrics"]) for row in firsts]
+
+
+def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: int) -> np.ndarray:
+    """For k = 1..budget: ``column`` of the best-reward architecture among the first k (the last value
+    is carried forward when a search stopped early at its episode cap)."""
+    out = np.empty(budget)
+    best = -np.inf
+    value = np.nan
+    for k in range(budget):
+        if k < len(rewards) and rewards[k] > best:
+            best, value = rewards[k], metrics[k].get(column, np.nan)
+        out[k] = value
+    return out
+
+
+def summarize(
+    results: dict[str, list[tuple[list[float], list[dict]]]],
+    columns: list[str],
+    report_at: list[int],
+    budget: int,
+    baseline: str,
+) -> dict[str, Any]:
+    from scipy.stats import ttest_ind
+
+    summary: dict[str, Any] = {}
+    curves = {
+        name: {c: np.stack([best_so_far(r, m, c, budget) for r, m in runs]) for c in columns}
+        for name, runs in results.items()
+    }
+    for name in results:
+        summary[name] = {}
+        for b in report_at:
+            entry: dict[str, Any] = {}
+            for c in columns:
+                values = curves[name][c][:, b - 1]
+                entry[c] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "n": int(len(values)),
+                }
+                if baseline in curves and name != baseline and len(values) > 1:
+                    base = curves[baseline][c][:, b - 1]
+                    entry[c]["p_vs_" + baseline] = float(ttest_ind(values, base, equal_var=False).pvalue)
+            summary[name][str(b)] = entry
+    return {"summary": summary, "curves": curves}
+
+
+def write_markdown(
+    path: Path, summary: dict, columns: list[str], report_at: list[int], baseline: str, published: dict, settings: str
+) -> None:
+    lines = [f"# Benchmark: {settings}", ""]
+    header = "| strategy | evaluations | " + " | ".join(f"{c} (mean ± std)" for c in columns)
+    header += f" | n | p vs {baseline} ({columns[0]}, Welch) |"
+    lines += [header, "|" + " --- |" * (len(columns) + 4)]
+    for name, by_budget in summary.items():
+        for b in report_at:
+            e = by_budget[str(b)]
+            cells = " | ".join(f"{e[c]['mean']:.2f} ± {e[c]['std']:.2f}" for c in columns)
+            p = e[columns[0]].get("p_vs_" + baseline)
+            p_text = "-" if p is None else (f"{p:.1e}" if p < 0.001 else f"{p:.3f}")
+            lines.append(f"| {name} | {b} | {cells} | {e[columns[0]]['n']} | {p_text} |")
+    if published:
+        lines += [
+            "",
+            "Published NAS-Bench-201 numbers (Dong & Yang 2020, Table 5; 12,000 s budget, about 100 evaluations):",
+            "",
+            "| column | strategy | mean ± std |",
+            "| --- | --- | --- |",
+        ]
+        for column, entries in published.items():
+            for name, (mean, std) in entries.items():
+                lines.append(f"| {column} | {name} | {mean:.2f}{'' if std is None else f' ± {std:.2f}'} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_curves(path: Path, curves: dict, column: str, published: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, by_column in curves.items():
+        values = by_column[column]
+        x = np.arange(1, values.shape[1] + 1)
+        mean = np.nanmean(values, axis=0)
+        half = 1.96 * np.nanstd(values, axis=0, ddof=1) / np.sqrt(values.shape[0]) if values.shape[0] > 1 else 0 * mean
+        ax.plot(x, mean, label=name)
+        ax.fill_between(x, mean - half, mean + half, alpha=0.25)
+    for name, (mean, _) in published.get(column, {}).items():
+        ax.axhline(mean, linestyle=":", linewidth=1, color="gray")
+        ax.annotate(f"published {name}", (1, mean), fontsize=7, color="gray", va="bottom")
+    ax.set_xlabel("distinct architectures evaluated")
+    ax.set_ylabel(f"{column} of the best-reward architecture")
+    ax.set_title("mean and 95% band over seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    bench = cfg.benchmark
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    unknown = [s for s in bench.strategies if s not in cfg.strategies]
+    if unknown:
+        sys.exit(f"error: benchmark.strategies names {unknown}, accepted are {list(cfg.strategies)}")
+    report_at = [b for b in bench.report_at if b <= bench.budget] or [bench.budget]
+    columns = list(cfg.env.get("reported_columns", []))
+    if not columns:
+        sys.exit("error: the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
+    tasks = [
+        (
+            name,
+            OmegaConf.to_container(cfg.strategies[name], resolve=True),
+            env_cfg,
+            seed,
+            bench.budget,
+            bench.max_episodes_factor * bench.budget,
+        )
+        for name in bench.strategies
+        for seed in range(bench.first_seed, bench.first_seed + bench.seeds)
+    ]
+    start = time.monotonic()
+    results: dict[str, list] = {name: [None] * bench.seeds for name in bench.strategies}
+    with mp.get_context("spawn").Pool(bench.workers) as pool:
+        for name, seed, rewards, metrics in pool.imap_unordered(search_once, tasks, chunksize=4):
+            results[name][seed - bench.first_seed] = (rewards, metrics)
+    seconds = time.monotonic() - start
+
+    out = summarize(results, columns, report_at, bench.budget, bench.baseline)
+    published = OmegaConf.to_container(bench.published, resolve=True) if "published" in bench else {}
+    (run_dir / "summary.json").write_text(
+        json.dumps({"settings": OmegaConf.to_container(bench), "seconds": seconds, "summary": out["summary"]}, indent=2)
+    )
+    settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
+    write_markdown(run_dir / "summary.md", out["summary"], columns, report_at, bench.baseline, published, settings)
+    plot_curves(run_dir / "curves.png", out["curves"], columns[0], published)
+    print((run_dir / "summary.md").read_text())
+    print(f"{len(tasks)} searches in {seconds:.0f} s; run folder: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
