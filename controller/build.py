@@ -86,10 +86,17 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             f"resume={cfg.resume}: not a nasrl run folder (expected .hydra/config.yaml and checkpoint.pt in it)"
         )
     old = OmegaConf.load(saved)
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
     last = {o.lstrip("+~").split("=", 1)[0]: o for o in overrides if "=" in o}  # the last one of a key wins
     refused = []
     for key, o in last.items():
         if key.startswith(RESUMABLE_OVERRIDES):
+            continue
+        value = o.split("=", 1)[1]
+        if key in choices:  # a config group choice such as env=synthetic
+            if str(choices[key]) != value:
+                refused.append(o)
             continue
         new_value = OmegaConf.select(OmegaConf.from_dotlist([o.lstrip("+~")]), key)
         if OmegaConf.select(old, key, default=None) != new_value:

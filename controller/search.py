@@ -72,10 +72,12 @@ def run_search(
     run_dir: str | Path | None = None,
     resume: bool = False,
     max_consecutive_failures: int = 20,
+    max_minutes: float | None = None,
     progress: bool = False,
     hparams: dict[str, Any] | None = None,
 ) -> SearchState:
-    """Search until ``budget`` distinct architectures were evaluated or ``max_episodes`` were played.
+    """Search until ``budget`` distinct architectures were evaluated, ``max_episodes`` were played, or
+    (checked between episodes) ``max_minutes`` of wall time were spent over all sessions of the run.
 
     With ``run_dir``, writes ``history.csv``, ``best.json``, ``checkpoint.pt`` and TensorBoard events
     under ``tb/``; with ``resume``, continues from the checkpoint there.
@@ -100,6 +102,8 @@ def run_search(
     session_start, elapsed_before = time.monotonic(), state.elapsed
     try:
         while state.distinct < budget and state.episode < max_episodes:
+            if max_minutes is not None and state.elapsed >= 60 * max_minutes:
+                break
             obs, _ = env.reset()
             policy.start_episode()
             done = False
@@ -123,7 +127,10 @@ def run_search(
             if bar is not None:
                 bar.n = state.distinct
                 best = state.best
-                bar.set_postfix(best=f"{best['reward']:.4f}" if best else "-", episodes=state.episode)
+                postfix = {"best": f"{best['reward']:.4f}" if best else "-", "episodes": state.episode}
+                if max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
+                    postfix["time_cap_left"] = f"{max(0.0, max_minutes - state.elapsed / 60):.1f}min"
+                bar.set_postfix(postfix)
             if state.consecutive_failures >= max_consecutive_failures:
                 reasons = [r["reason"] for r in state.history[-3:]]
                 raise SearchError(
@@ -229,6 +236,7 @@ def _write_best(path: Path, best: dict[str, Any] | None) -> None:
 def save_checkpoint(path: Path, policy: Policy, state: SearchState) -> None:
     payload = {
         "version": CHECKPOINT_VERSION,
+        "spec": policy.spec.__dict__,
         "policy": policy.state_dict(),
         "state": state.__dict__,
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
@@ -246,6 +254,13 @@ def load_checkpoint(path: Path, policy: Policy) -> SearchState:
         raise SearchError(f"cannot resume: {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
         raise SearchError(f"cannot resume: {path} is not a nasrl checkpoint of version {CHECKPOINT_VERSION}")
+    if payload["spec"] != policy.spec.__dict__:
+        saved = payload["spec"]
+        raise SearchError(
+            f"cannot resume: {path} was made for an environment with decisions {list(saved['decision_names'])} "
+            f"and K={saved['num_actions']}; the configured one has {list(policy.spec.decision_names)} and "
+            f"K={policy.spec.num_actions} (a different search space?)"
+        )
     try:
         policy.load_state_dict(payload["policy"])
     except Exception as exc:

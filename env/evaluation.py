@@ -152,6 +152,9 @@ class ChildTrainer:
                 step += 1
                 if step >= total:
                     break
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            return f"weights became non-finite after {step} steps (e.g. {bad[0]})"
         return ""
 
 

@@ -16,8 +16,10 @@ import signal
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from controller.build import build_env, build_policy, register_resolvers, resume_config, seed_everything
@@ -34,10 +36,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         search(cfg)
-    except (ValueError, SearchError) as exc:  # bad settings, space, data, table or checkpoint: say it in one line
+    except (ValueError, SearchError, InstantiationException, gym.error.Error) as exc:
+        # bad settings, space, data, table, checkpoint or _target_: one line, no trace from deep inside
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.exit(f"error: {exc}")
+        sys.exit("error: " + " ".join(str(exc).split()))
 
 
 def search(cfg: DictConfig) -> None:
@@ -46,10 +49,19 @@ def search(cfg: DictConfig) -> None:
     if resuming:
         cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    max_minutes = cfg.search.get("max_minutes")
+    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes > 0):
+        raise ValueError(f"search.max_minutes must be a positive number or null, got {max_minutes!r}")
     for key in ("budget", "max_episodes", "max_consecutive_failures"):
         value = cfg.search[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"search.{key} must be a positive integer, got {value!r}")
+    batch = cfg.controller.get("batch_size", 1)
+    if isinstance(batch, int) and batch > cfg.search.budget:
+        raise ValueError(
+            f"controller.batch_size={batch} is larger than search.budget={cfg.search.budget}: "
+            "the controller would never be updated; accepted is a batch_size <= the budget"
+        )
 
     seed_everything(cfg.seed)
     env = build_env(cfg.env, run_dir)
@@ -68,6 +80,7 @@ def search(cfg: DictConfig) -> None:
             run_dir=run_dir,
             resume=resuming,
             max_consecutive_failures=cfg.search.max_consecutive_failures,
+            max_minutes=cfg.search.max_minutes,
             progress=cfg.search.progress,
             hparams=hparams,
         )

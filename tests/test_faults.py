@@ -1,0 +1,148 @@
+"""Faults and bad input: one-line errors before any training, failures recorded, kills survived."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+from controller.search import SearchError
+from env import ChildNetEnv, ChildTrainer, load_space
+
+SYNTH = ["env=synthetic", "search.progress=false"]
+
+
+def refused(tmp_path: Path, *overrides: str) -> str:
+    """Run train.py, expect a non-zero exit with a short message; return stderr."""
+    result = run_script("train.py", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run" / "history.csv").exists()  # stopped before any episode
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["controller=lstmm"], "Could not find 'controller/lstmm'"),
+        (["search.budget=0"], "search.budget must be a positive integer, got 0"),
+        (["controller.lr=-1"], "controller lr must be positive, got -1"),
+        (["search.budget=3", "controller.batch_size=5"], "controller.batch_size=5 is larger than search.budget=3"),
+        (["env.space=cnn3d"], "unknown search space 'cnn3d'"),
+        (["controller._target_=nowhere.Policy"], "nowhere.Policy"),
+        (["env._target_=gymnasium.make", "+env.id=nasrl/Nope-v0"], "Nope"),
+    ],
+)
+def test_bad_settings_stop_before_training_with_one_line(tmp_path, overrides, expected) -> None:
+    err = refused(tmp_path, *SYNTH, *overrides)
+    assert expected in err, err[-2000:]
+
+
+def test_a_malformed_space_file_is_refused_naming_the_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: cnn1d\ndepth: 2\nlayer:\n  - {name: filters, choices: []}\n")
+    err = refused(tmp_path, *SYNTH, f"env.space={bad}")
+    assert str(bad) in err and "'layer[0].choices'" in err
+
+
+def test_a_missing_data_folder_is_refused_before_training(tmp_path) -> None:
+    err = refused(tmp_path, "env=mnist", f"env.evaluator.dataset.root={tmp_path}", "search.progress=false")
+    assert "train-images-idx3-ubyte" in err and str(tmp_path / "MNIST" / "raw") in err
+
+
+def small_run(tmp_path: Path, name: str, *overrides: str) -> Path:
+    run = tmp_path / name
+    result = run_script("train.py", f"hydra.run.dir={run}", *SYNTH, *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+def test_resume_refuses_corrupt_and_truncated_checkpoints(tmp_path) -> None:
+    run = small_run(tmp_path, "run", "search.budget=3")
+    checkpoint = run / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    for broken in (data[: len(data) // 2], b"garbage" * 10):
+        checkpoint.write_bytes(broken)
+        result = run_script("train.py", f"resume={run}", "search.budget=6", cwd=tmp_path)
+        assert result.returncode != 0 and "corrupt or truncated" in result.stderr, result.stderr[-1500:]
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 3  # nothing restarted or lost
+
+
+def test_resume_refuses_a_checkpoint_from_another_search_space(tmp_path) -> None:
+    run = small_run(tmp_path, "run", "search.budget=3")
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("space: cnn1d", "space: mlp"))
+    result = run_script("train.py", f"resume={run}", "search.budget=6", cwd=tmp_path)
+    assert result.returncode != 0 and "a different search space?" in result.stderr, result.stderr[-1500:]
+
+
+def test_resume_refuses_changed_settings_other_than_search(tmp_path) -> None:
+    run = small_run(tmp_path, "run", "search.budget=3")
+    result = run_script("train.py", f"resume={run}", "controller.lr=0.1", cwd=tmp_path)
+    assert result.returncode != 0 and "only search.* settings can change" in result.stderr
+
+
+def test_exploding_weights_are_a_recorded_failure() -> None:
+    # one step with an infinite learning rate: the loss was finite when computed, the weights are not after
+    trainer = ChildTrainer("digits", max_steps=1, optimizer="sgd", lr=float("inf"), schedule="constant")
+    result = trainer.evaluate(load_space("mlp").decode([0, 0, 0]), seed=0)
+    assert result.failed and "weights became non-finite" in result.reason
+
+
+def test_many_failures_in_a_row_stop_the_search_naming_the_reasons(tmp_path) -> None:
+    from controller.policy import TokenSpec
+    from controller.random_search import RandomPolicy
+    from controller.search import run_search
+
+    class Broken:
+        def evaluate(self, arch, seed):
+            raise RuntimeError(f"broken child {arch.tokens[0]}")
+
+    env = ChildNetEnv(space="mlp", evaluator=Broken())
+    with pytest.raises(SearchError, match=r"5 children failed in a row.*broken child"):
+        run_search(
+            env,
+            RandomPolicy(TokenSpec.from_env(env)),
+            budget=50,
+            max_episodes=50,
+            run_dir=tmp_path,
+            max_consecutive_failures=5,
+        )
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert len(rows) == 5 and all(r["failed"] == "1" and "broken child" in r["reason"] for r in rows)
+
+
+def history(run: Path) -> list[dict]:
+    with open(run / "history.csv") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_files_that_resume_to_the_same_result(tmp_path) -> None:
+    common = ["search.budget=60", "controller.batch_size=3", "seed=2"]
+    run = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *SYNTH, *common]
+    kills = 0
+    for delay in (4.0, 4.3, 4.6, 4.9, 5.2):  # startup takes a few seconds; then episodes every few ms
+        proc = subprocess.Popen(
+            args + ([f"resume={run}"] if (run / "checkpoint.pt").exists() else []),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+    result = run_script("train.py", f"hydra.run.dir={run}", f"resume={run}", *SYNTH, *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    full = small_run(tmp_path, "full", *common)
+    assert history(run) == history(full)
