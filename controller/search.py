@@ -9,6 +9,7 @@ episode in flight, and its child result is still in the evaluation cache.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -201,8 +202,6 @@ def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _csv_lines(rows: list[dict[str, Any]]) -> str:
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writerows(rows)
