@@ -149,7 +149,10 @@ def main(cfg: DictConfig) -> None:
     if not columns:
         sys.exit("error: the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
+    try:
+        build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
+    except ValueError as exc:
+        sys.exit("error: " + " ".join(str(exc).split()))
     tasks = [
         (
             name,

@@ -163,3 +163,9 @@ def test_benchmark_refuses_an_unknown_strategy(tmp_path, table) -> None:
 def test_the_shared_table_loads_with_every_cell() -> None:
     e = NASBench201Env(SHARED_TABLE)
     assert len(e.evaluator.rows) == NUM_CELLS
+
+
+def test_benchmark_refuses_a_missing_table_in_one_line(tmp_path) -> None:
+    result = run_script("benchmark.py", f"env.table={tmp_path / 'nope.csv'}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0 and "does not exist: set env.table" in result.stderr
+    assert "Traceback" not in result.stderr
