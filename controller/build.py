@@ -31,6 +31,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def one_line_error(exc: BaseException) -> str:
+    """The message the entry points exit with: ``error: ...`` on one line."""
+    return "error: " + " ".join(str(exc).split())
+
+
 def build_env(env_cfg: DictConfig, run_dir: Path | None = None) -> gym.Env:
     """Instantiate the environment; an env config with ``cache: null`` gets ``run_dir/cache.sqlite``."""
     extra: dict[str, Any] = {}

@@ -83,8 +83,23 @@ def run_search(
     With ``run_dir``, writes ``history.csv``, ``best.json``, ``checkpoint.pt`` and TensorBoard events
     under ``tb/``; with ``resume``, continues from the checkpoint there.
     """
-    if budget < 1 or max_episodes < 1:
-        raise ValueError(f"budget and max_episodes must be positive, got {budget} and {max_episodes}")
+    for key, value in (
+        ("budget", budget),
+        ("max_episodes", max_episodes),
+        ("max_consecutive_failures", max_consecutive_failures),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"search.{key} must be a positive integer, got {value!r}")
+    if max_minutes is not None and (
+        isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float)) or max_minutes <= 0
+    ):
+        raise ValueError(f"search.max_minutes must be a positive number or null, got {max_minutes!r}")
+    batch = getattr(policy, "batch_size", 1)
+    if batch > budget:
+        raise ValueError(
+            f"controller.batch_size={batch} is larger than search.budget={budget}: "
+            "the controller would never be updated; accepted is a batch_size <= the budget"
+        )
     run_dir = Path(run_dir) if run_dir is not None else None
     state = SearchState()
     if resume:

@@ -22,7 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from controller.build import build_env, build_policy, seed_everything
+from controller.build import build_env, build_policy, one_line_error, seed_everything
 from controller.search import run_search
 
 
@@ -152,7 +152,7 @@ def main(cfg: DictConfig) -> None:
     try:
         build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
     except ValueError as exc:
-        sys.exit("error: " + " ".join(str(exc).split()))
+        sys.exit(one_line_error(exc))
     tasks = [
         (
             name,

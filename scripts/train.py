@@ -22,7 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from controller.build import build_env, build_policy, register_resolvers, resume_config, seed_everything
+from controller.build import (
+    build_env,
+    build_policy,
+    one_line_error,
+    register_resolvers,
+    resume_config,
+    seed_everything,
+)
 from controller.search import SearchError, run_search
 
 register_resolvers()
@@ -40,7 +47,7 @@ def main(cfg: DictConfig) -> None:
         # bad settings, space, data, table, checkpoint or _target_: one line, no trace from deep inside
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.exit("error: " + " ".join(str(exc).split()))
+        sys.exit(one_line_error(exc))
 
 
 def search(cfg: DictConfig) -> None:
@@ -49,19 +56,6 @@ def search(cfg: DictConfig) -> None:
     if resuming:
         cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    max_minutes = cfg.search.get("max_minutes")
-    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and max_minutes > 0):
-        raise ValueError(f"search.max_minutes must be a positive number or null, got {max_minutes!r}")
-    for key in ("budget", "max_episodes", "max_consecutive_failures"):
-        value = cfg.search[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"search.{key} must be a positive integer, got {value!r}")
-    batch = cfg.controller.get("batch_size", 1)
-    if isinstance(batch, int) and batch > cfg.search.budget:
-        raise ValueError(
-            f"controller.batch_size={batch} is larger than search.budget={cfg.search.budget}: "
-            "the controller would never be updated; accepted is a batch_size <= the budget"
-        )
 
     seed_everything(cfg.seed)
     env = build_env(cfg.env, run_dir)

@@ -26,23 +26,31 @@ class AlwaysLast(Policy):
 '''
 
 
-def test_a_users_policy_plugs_in_by_config_alone(tmp_path) -> None:
+def train_with_user_package(tmp_path, *overrides: str):
+    """Write the package ``my_pkg`` (outside nasrl) into ``tmp_path`` and run train.py with it importable."""
     pkg = tmp_path / "my_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("from my_pkg.policy import AlwaysLast\n")
     (pkg / "policy.py").write_text(textwrap.dedent(USER_POLICY))
-    run = tmp_path / "run"
-    result = run_script(
+    return run_script(
         "train.py",
         "env=synthetic",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+
+
+def test_a_users_policy_plugs_in_by_config_alone(tmp_path) -> None:
+    run = tmp_path / "run"
+    result = train_with_user_package(
+        tmp_path,
         "controller=custom",
         "controller._target_=my_pkg.AlwaysLast",
         "+controller.offset=1",
         "search.budget=3",
         "search.max_episodes=3",
-        f"hydra.run.dir={run}",
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(run / "history.csv")))
@@ -51,18 +59,7 @@ def test_a_users_policy_plugs_in_by_config_alone(tmp_path) -> None:
 
 
 def test_a_policy_that_does_not_fit_the_settings_gets_a_hint(tmp_path) -> None:
-    pkg = tmp_path / "my_pkg"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent(USER_POLICY))
-    result = run_script(
-        "train.py",
-        "env=synthetic",
-        "controller._target_=my_pkg.AlwaysLast",
-        "search.budget=2",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(tmp_path)},
-    )
+    result = train_with_user_package(tmp_path, "controller._target_=my_pkg.AlwaysLast", "search.budget=2")
     assert result.returncode != 0
     assert "start from controller=custom" in result.stderr
 
