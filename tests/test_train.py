@@ -143,3 +143,21 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path) -> None:
     result = run_script("train.py", f"resume={tmp_path}", *FAST_CHILD, cwd=tmp_path)
     assert result.returncode != 0
     assert "not a nasrl run folder" in result.stderr
+
+
+def test_a_multirun_sweep_gives_one_run_folder_per_job(tmp_path) -> None:
+    result = run_script(
+        "train.py",
+        "-m",
+        "env=synthetic",
+        "search.budget=3",
+        "search.progress=false",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "history.csv").exists()
+        assert (tmp_path / "sweep" / job / ".hydra" / "config.yaml").exists()
+    assert history(tmp_path / "sweep" / "0") != history(tmp_path / "sweep" / "1")
