@@ -19,9 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from controller.policy import Policy, TokenSpec
+from env.parallel import make_runner
 
 # Settings a resumed run may change; everything else comes from the run's saved config.
-RESUMABLE_OVERRIDES = ("search.", "resume", "hydra.")
+RESUMABLE_OVERRIDES = ("search.", "cache.", "resume", "hydra.")
 
 
 def seed_everything(seed: int) -> None:
@@ -36,11 +37,12 @@ def one_line_error(exc: BaseException) -> str:
     return "error: " + " ".join(str(exc).split())
 
 
-def build_env(env_cfg: DictConfig, run_dir: Path | None = None) -> gym.Env:
-    """Instantiate the environment; an env config with ``cache: null`` gets ``run_dir/cache.sqlite``."""
+def build_env(env_cfg: DictConfig, run_dir: Path | None = None, cache_path: str | None = None) -> gym.Env:
+    """Instantiate the environment; an env config with ``cache: null`` gets the shared ``cache_path``
+    (``cache.path``) if set, else ``run_dir/cache.sqlite``."""
     extra: dict[str, Any] = {}
-    if "cache" in env_cfg and env_cfg.cache is None and run_dir is not None:
-        extra["cache"] = str(run_dir / "cache.sqlite")
+    if "cache" in env_cfg and env_cfg.cache is None and (cache_path or run_dir):
+        extra["cache"] = str(Path(cache_path).expanduser()) if cache_path else str(run_dir / "cache.sqlite")
     with _plain_errors():
         return instantiate(env_cfg, _convert_="all", **extra)
 
@@ -57,6 +59,21 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
             f"controller._target_={controller_cfg._target_} could not be built with spec, seed and {keys}: {exc}. "
             "For your own policy start from controller=custom, which has no settings of its own"
         ) from None
+
+
+def build_runner(search_cfg: DictConfig, env: gym.Env) -> Any:
+    """What trains a round's children (``search.workers``, ``search.backend``; see ``env/parallel.py``)."""
+    evaluator = getattr(env.unwrapped, "evaluator", None)
+    if evaluator is None:
+        return None
+    ray_cfg = OmegaConf.to_container(search_cfg.ray) if "ray" in search_cfg else None
+    return make_runner(
+        evaluator,
+        workers=search_cfg.get("workers", 1),
+        backend=search_cfg.get("backend", "local"),
+        max_retries=search_cfg.get("max_retries", 2),
+        ray=ray_cfg,  # type: ignore[arg-type]
+    )
 
 
 @contextmanager
@@ -108,8 +125,10 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             refused.append(o)
     if refused:
         raise ValueError(
-            f"resume continues a run with its saved config; only search.* settings can change, got {refused}"
+            "resume continues a run with its saved config; only search.* and cache.* settings can change, "
+            f"got {refused}"
         )
-    merged = OmegaConf.merge(old, OmegaConf.from_dotlist([o for k, o in last.items() if k.startswith("search.")]))
+    changed = [o for k, o in last.items() if k.startswith(("search.", "cache."))]
+    merged = OmegaConf.merge(old, OmegaConf.from_dotlist(changed))
     merged.resume = str(run_dir)
     return merged

@@ -34,10 +34,16 @@ class EvolutionPolicy(Policy):
         self._plan: list[int] | None = None
         self._mutate_at = -1
         self._position = 0
+        self._proposed = 0  # episodes started and not yet ended
+
+    def proposals_per_round(self) -> int:
+        # the random first population can be trained at once; after that each child needs the last result
+        return max(1, self.population_size - len(self.population) - self._proposed)
 
     def start_episode(self) -> None:
         self._position = 0
-        if len(self.population) < self.population_size:
+        self._proposed += 1
+        if len(self.population) + self._proposed - 1 < self.population_size:
             self._plan = None  # still filling the population at random
             return
         picks = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
@@ -57,6 +63,7 @@ class EvolutionPolicy(Policy):
         return planned if planned in valid else int(self.rng.choice(valid))
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
+        self._proposed = max(0, self._proposed - 1)
         self.population.append((list(info["tokens"]), float(reward)))
         if len(self.population) > self.population_size:
             self.population.popleft()  # aging: the oldest dies, not the worst

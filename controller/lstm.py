@@ -113,8 +113,7 @@ class LSTMPolicy(Policy):
         )
         self.generator = torch.Generator().manual_seed(seed)
         self.pending: list[tuple[list[Step], list[int], float]] = []  # episodes waiting for the next update
-        self._steps: list[Step] = []
-        self._actions: list[int] = []
+        self._proposed: list[tuple[list[Step], list[int]]] = []  # episodes played, reward not yet known
         self._state: dict[str, Any] = {}
         self._last_probs: dict[str, list[float]] = {}
 
@@ -126,9 +125,12 @@ class LSTMPolicy(Policy):
         logits = logits.masked_fill(torch.tensor(mask) == 0, float("-inf"))
         return torch.log_softmax(logits, dim=0)
 
+    def proposals_per_round(self) -> int:
+        return self.batch_size - len(self.pending)  # the episodes of one update are sampled from one policy
+
     def start_episode(self) -> None:
         self._state = self.net.initial_state()
-        self._steps, self._actions = [], []
+        self._proposed.append(([], []))
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> int:
@@ -141,12 +143,14 @@ class LSTMPolicy(Policy):
         )
         log_p = self._log_probs(self.net.step(self._state, step), step[4])
         action = int(torch.multinomial(log_p.exp(), 1, generator=self.generator))
-        self._steps.append(step)
-        self._actions.append(action)
+        steps, actions = self._proposed[-1]
+        steps.append(step)
+        actions.append(action)
         return action
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
-        self.pending.append((self._steps, self._actions, float(reward)))
+        steps, actions = self._proposed.pop(0)
+        self.pending.append((steps, actions, float(reward)))
         if len(self.pending) < self.batch_size:
             return {}
         log_probs, entropies = [], []

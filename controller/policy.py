@@ -8,6 +8,9 @@ The search loop (``controller/search.py``) drives a policy through the environme
         obs, reward, done, _, info = env.step(action)
     metrics = policy.end_episode(reward, info)        # learn; return scalars to log (may be empty)
 
+To train children in parallel, the loop may play up to ``proposals_per_round()`` episodes (start/act)
+before it calls ``end_episode`` for each of them, in the same order.
+
 plus ``state_dict()`` / ``load_state_dict()`` so a checkpoint taken between two episodes resumes the
 policy exactly. A policy is built by Hydra from ``conf/controller/*.yaml`` with two extra keyword
 arguments: ``spec`` (a :class:`TokenSpec` read off the environment) and ``seed``.
@@ -59,8 +62,15 @@ class Policy:
         raise NotImplementedError
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
-        """Called with the last step's reward and info; return metrics to log (``{}`` if none)."""
+        """Called with the last step's reward and info; return metrics to log (``{}`` if none).
+        With several episodes proposed, it comes once per episode, oldest first."""
         return {}
+
+    def proposals_per_round(self) -> int | None:
+        """How many episodes may be proposed before the result of the first is fed back (their children
+        are trained at once). 1 (the default) is always safe; ``None``: any number, because the
+        proposals do not depend on results."""
+        return 1
 
     def choice_probabilities(self) -> dict[str, list[float]]:
         """Mean probability the policy gave each choice of each decision type lately (for TensorBoard)."""

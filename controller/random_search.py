@@ -20,6 +20,9 @@ class RandomPolicy(Policy):
         super().__init__(spec, seed)
         self.rng = np.random.default_rng(seed)
 
+    def proposals_per_round(self) -> None:
+        return None  # nothing is learned, so any number of architectures can be trained at once
+
     def act(self, obs: dict[str, Any]) -> int:
         return int(self.rng.choice(valid_actions(obs)))
 

@@ -1,9 +1,14 @@
 """The search loop: a policy designs architectures through the environment until the budget is spent.
 
-Reads top to bottom: restore (if resuming), then per episode: play it through ``env.step``, record the
-row, let the policy learn, log, checkpoint. Every episode is appended to ``history.csv`` and the
-checkpoint is rewritten atomically after it, so an interruption at any point loses at most the
-episode in flight, and its child result is still in the evaluation cache.
+Reads top to bottom: restore (if resuming), then per round: the policy proposes as many architectures
+as it can before it needs feedback (``policy.proposals_per_round()``: M for REINFORCE with batch size
+M), their children are trained at once (``runner``: in this process, worker processes or Ray), and the
+results are fed back in the order of the proposals, each episode played through ``env.step``. The round
+does not depend on the number of workers, so a seed gives the same search whatever that number is.
+
+Every episode is appended to ``history.csv``; the checkpoint is rewritten atomically after every round.
+An interruption loses at most the round in flight, and the children it finished are in the evaluation
+cache, so the resumed round trains only what was not finished.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ HISTORY_COLUMNS = [
     "reward",
     "val_accuracy",
     "params",
-    "seconds",  # child training seconds spent in this episode (0 when reused)
+    "seconds",  # child training seconds spent for this episode (0 when reused or cached)
     "reused",  # 1: sampled before in this run, its recorded result was reused without training
+    "cached",  # 1: the result came from the evaluation cache (another run, or a resumed round): not trained now
     "failed",
     "reason",
     "metrics",  # JSON of extra numbers the evaluator reported (e.g. NAS-Bench-201 accuracies)
@@ -76,12 +82,16 @@ def run_search(
     max_minutes: float | None = None,
     progress: bool = False,
     hparams: dict[str, Any] | None = None,
+    runner: Any = None,
+    workers: int = 1,
 ) -> SearchState:
     """Search until ``budget`` distinct architectures were evaluated, ``max_episodes`` were played, or
     (checked between episodes) ``max_minutes`` of wall time were spent over all sessions of the run.
 
     With ``run_dir``, writes ``history.csv``, ``best.json``, ``checkpoint.pt`` and TensorBoard events
-    under ``tb/``; with ``resume``, continues from the checkpoint there.
+    under ``tb/``; with ``resume``, continues from the checkpoint there. ``runner`` (``env/parallel.py``)
+    trains a round's children, up to ``workers`` at once; an environment without ``defer_training``
+    trains each child in its last step, one round being one episode.
     """
     for key, value in (
         ("budget", budget),
@@ -115,44 +125,45 @@ def run_search(
     bar = _progress_bar(budget, state.distinct) if progress else None
 
     env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
+    parallel = hasattr(env.unwrapped, "defer_training")
     session_start, elapsed_before = time.monotonic(), state.elapsed
     try:
         while state.distinct < budget and state.episode < max_episodes:
             if max_minutes is not None and state.elapsed >= 60 * max_minutes:
                 break
-            obs, _ = env.reset()
-            policy.start_episode()
-            done = False
-            while not done:
-                obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-                done = terminated or truncated
-            row = _history_row(state, seen, reward, info)
-            state.history.append(row)
-            state.episode += 1
-            state.elapsed = elapsed_before + time.monotonic() - session_start
-            seen.setdefault(row["tokens"], row)
-            state.consecutive_failures = state.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
-            metrics = policy.end_episode(float(reward), info)
-
-            if run_dir is not None:
-                _append_history(run_dir / "history.csv", row)
-                save_checkpoint(run_dir / "checkpoint.pt", policy, state)
-                _write_best(run_dir / "best.json", state.best)
-            if writer is not None:
-                _log_episode(writer, state, row, metrics, policy)
-            if bar is not None:
-                bar.n = state.distinct
-                best = state.best
-                postfix = {"best": f"{best['reward']:.4f}" if best else "-", "episodes": state.episode}
-                if max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
-                    postfix["time_cap_left"] = f"{max(0.0, max_minutes - state.elapsed / 60):.1f}min"
-                bar.set_postfix(postfix)
-            if state.consecutive_failures >= max_consecutive_failures:
-                reasons = [r["reason"] for r in state.history[-3:]]
-                raise SearchError(
-                    f"{state.consecutive_failures} children failed in a row "
-                    f"(search.max_consecutive_failures={max_consecutive_failures}); last reasons: {reasons}"
+            size = _round_size(policy, workers, budget - state.distinct, max_episodes - state.episode, parallel)
+            if parallel:  # propose the round, train its new children at once, then replay it for the rewards
+                env.unwrapped.defer_training()
+                proposals = [_play(env, policy)[1]["tokens"] for _ in range(size)]
+                env.unwrapped.train_deferred(runner)
+                played = [_play(env, None, tokens) for tokens in proposals]
+            else:
+                played = [_play(env, policy)]
+            for reward, info in played:
+                row = _history_row(state, seen, reward, info)
+                state.history.append(row)
+                state.episode += 1
+                state.elapsed = elapsed_before + time.monotonic() - session_start
+                seen.setdefault(row["tokens"], row)
+                state.consecutive_failures = (
+                    state.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
                 )
+                metrics = policy.end_episode(float(reward), info)
+                if run_dir is not None:
+                    _append_history(run_dir / "history.csv", row)
+                    _write_best(run_dir / "best.json", state.best)
+                if writer is not None:
+                    _log_episode(writer, state, row, metrics, policy)
+                if bar is not None:
+                    _update_bar(bar, state, max_minutes)
+                if state.consecutive_failures >= max_consecutive_failures:
+                    reasons = [r["reason"] for r in state.history[-3:]]
+                    raise SearchError(
+                        f"{state.consecutive_failures} children failed in a row "
+                        f"(search.max_consecutive_failures={max_consecutive_failures}); last reasons: {reasons}"
+                    )
+            if run_dir is not None:
+                save_checkpoint(run_dir / "checkpoint.pt", policy, state)
     finally:
         if bar is not None:
             bar.close()
@@ -161,6 +172,40 @@ def run_search(
                 _log_hparams(writer, hparams, state)
             writer.close()
     return state
+
+
+def _round_size(policy: Policy, workers: int, budget_left: int, episodes_left: int, parallel: bool) -> int:
+    """How many architectures to propose before feeding results back; never depends on how the children
+    are trained, except for a policy whose proposals ignore the results (``proposals_per_round() is None``)."""
+    if not parallel:
+        return 1
+    size = policy.proposals_per_round()
+    if size is None:  # several children per worker, so that a slow child does not leave the others idle
+        size = 4 * workers
+    return max(1, min(size, budget_left, episodes_left))
+
+
+def _play(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:
+    """One episode through ``env.step``: the policy acts, or ``tokens`` are replayed. Returns the last
+    step's reward and info."""
+    obs, _ = env.reset()
+    if policy is not None:
+        policy.start_episode()
+    done, t = False, 0
+    while not done:
+        action = policy.act(obs) if policy is not None else tokens[t]  # type: ignore[index]
+        obs, reward, terminated, truncated, info = env.step(action)
+        done, t = terminated or truncated, t + 1
+    return float(reward), info
+
+
+def _update_bar(bar: Any, state: SearchState, max_minutes: float | None) -> None:
+    bar.n = state.distinct
+    best = state.best
+    postfix = {"best": f"{best['reward']:.4f}" if best else "-", "episodes": state.episode}
+    if max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
+        postfix["time_cap_left"] = f"{max(0.0, max_minutes - state.elapsed / 60):.1f}min"
+    bar.set_postfix(postfix)
 
 
 def _history_row(state: SearchState, seen: dict[str, dict], reward: float, info: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +221,8 @@ def _history_row(state: SearchState, seen: dict[str, dict], reward: float, info:
         "failed",
         "reason",
         "reused",
+        "cached",
+        "deferred",
         "child_seed",
     }
     return {
@@ -186,8 +233,9 @@ def _history_row(state: SearchState, seen: dict[str, dict], reward: float, info:
         "reward": float(reward),
         "val_accuracy": float(info.get("val_accuracy", reward)),
         "params": int(info.get("params", 0)),
-        "seconds": 0.0 if first else float(info.get("train_seconds", 0.0)),
+        "seconds": 0.0 if first or info.get("cached") else float(info.get("train_seconds", 0.0)),
         "reused": int(first is not None),
+        "cached": int(bool(info.get("cached", False))),
         "failed": int(bool(info.get("failed", False))),
         "reason": str(info.get("reason", "")),
         "metrics": json.dumps({k: v for k, v in info.items() if k not in known and isinstance(v, (int, float))}),

@@ -12,6 +12,11 @@ offer to be searched by the same loop):
   ``action_mask``.
 - Every step but the last rewards 0; the last trains the child (through the evaluator) and rewards
   ``reward_transform(val_accuracy)``. Its ``info`` holds the decoded architecture and the scores.
+
+To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
+round of episodes whose last steps only queue their children, trains the queue with
+:meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/parallel.py``), then plays
+the same episodes again: their last steps now read the results from the cache.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import numpy as np
 from gymnasium import spaces
 
 from env.cache import EvaluationCache, cache_key
-from env.evaluation import ChildTrainer, EvalResult, Evaluator
+from env.evaluation import ChildTrainer, Evaluator
+from env.parallel import InProcessRunner, Job, safe_evaluate
 from env.rewards import get_reward_transform
 from env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
@@ -86,6 +92,8 @@ class ChildNetEnv(gym.Env):
         self._tokens: list[int] = []
         self._decision: Decision | None = None
         self._seed_base: int | None = None
+        self._deferred: dict[str, Job] | None = None  # cache key -> job, while the last steps queue children
+        self._trained_for_replay: set[str] = set()  # trained by train_deferred, not yet read by a last step
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -124,6 +132,22 @@ class ChildNetEnv(gym.Env):
         """Boolean mask of the actions valid now (the masked-RL convention, e.g. sb3-contrib)."""
         return self._mask().astype(bool)
 
+    def defer_training(self) -> None:
+        """From now until :meth:`train_deferred`, a last step whose child is not in the cache queues the
+        child instead of training it, and returns reward 0 with ``info["deferred"] = True``."""
+        self._deferred = {}
+
+    def train_deferred(self, runner: Any = None) -> int:
+        """Train the queued children with ``runner`` (default: one after another here), store their results
+        in the cache, and go back to training at the last step. Returns how many children were trained."""
+        queued, self._deferred = self._deferred or {}, None
+        keys = list(queued)
+        runner = runner or InProcessRunner(self.evaluator)
+        # each result is stored as soon as it is known, so an interrupted round keeps its finished children
+        runner.run(list(queued.values()), on_result=lambda i, result: self.cache.put(keys[i], result))
+        self._trained_for_replay.update(keys)
+        return len(keys)
+
     def describe(self, arch: Architecture) -> str:
         """The readable form of ``arch`` in ``info["architecture"]`` and the run files."""
         return arch.describe()
@@ -140,12 +164,14 @@ class ChildNetEnv(gym.Env):
         seed = self.child_seed(tokens)
         key = cache_key(self.space.to_dict(), self._fingerprint, tokens, seed)
         result = self.cache.get(key)
-        reused = result is not None
+        if result is None and self._deferred is not None:
+            self._deferred[key] = (arch, seed)
+            return self._observation(), 0.0, True, False, {"tokens": list(tokens), "deferred": True}
+        # cached: the result was paid for before this episode asked for it (another episode, run or session)
+        cached = result is not None and key not in self._trained_for_replay
+        self._trained_for_replay.discard(key)
         if result is None:
-            try:
-                result = self.evaluator.evaluate(arch, seed)
-            except Exception as exc:  # a broken child is a recorded failure, not a crashed search
-                result = EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
+            result = safe_evaluate(self.evaluator, arch, seed)
             self.cache.put(key, result)
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.val_accuracy))
         info = {
@@ -157,7 +183,7 @@ class ChildNetEnv(gym.Env):
             "train_seconds": result.seconds,
             "failed": result.failed,
             "reason": result.reason,
-            "reused": reused,
+            "cached": cached,
             "child_seed": seed,
             **result.metrics,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -62,10 +63,10 @@ class ChildTrainer:
         schedule: str = "cosine",
         num_threads: int | None = None,
     ) -> None:
-        if optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optimizer must be one of ['adam', 'adamw', 'sgd'], got {optimizer!r}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be one of ['cosine', 'constant'], got {schedule!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -126,36 +127,80 @@ class ChildTrainer:
 
     def _train(self, model: torch.nn.Module, seed: int) -> str:
         """Train in place; return a failure reason, or '' on success."""
-        x, y = self.dataset.x_train, self.dataset.y_train
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[self.optimizer]
-        kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
-        if self.optimizer == "sgd":
-            kwargs.update(momentum=0.9, nesterov=True)
-        optimizer = opt_cls(model.parameters(), **kwargs)
-        total = self.total_steps()
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total) if self.schedule == "cosine" else None
-        generator = torch.Generator().manual_seed(seed)
-        model.train()
-        step = 0
-        while step < total:
-            order = torch.randperm(len(y), generator=generator)
-            for i in range(0, len(y), self.batch_size):
-                idx = order[i : i + self.batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                if not torch.isfinite(loss):
-                    return f"loss became {loss.item()} at step {step}"
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                if step >= total:
-                    break
-        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            return f"weights became non-finite after {step} steps (e.g. {bad[0]})"
-        return ""
+        return train_model(
+            model,
+            self.dataset.x_train,
+            self.dataset.y_train,
+            steps=self.total_steps(),
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            seed=seed,
+        )
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "onecycle")
+
+
+def train_model(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    optimizer: str = "adam",
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    seed: int = 0,
+    label_smoothing: float = 0.0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> str:
+    """The one training loop (search children and retraining): ``steps`` optimizer steps over shuffled
+    mini-batches. Calls ``on_epoch(epoch, mean_loss)`` after each pass over the data. Returns a failure reason
+    (loss or weights not finite), or '' on success; never raises for a diverging model."""
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
+    kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
+    if optimizer == "sgd":
+        kwargs.update(momentum=0.9, nesterov=True)
+    opt = opt_cls(model.parameters(), **kwargs)
+    scheduler: Any = None
+    if schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    elif schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    step = epoch = 0
+    while step < steps:
+        order = torch.randperm(len(y), generator=generator)
+        losses: list[float] = []
+        for i in range(0, len(y), batch_size):
+            idx = order[i : i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                return f"loss became {loss.item()} at step {step}"
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if step >= steps:
+                break
+        epoch += 1
+        if on_epoch is not None:
+            on_epoch(epoch, sum(losses) / len(losses))
+            model.train()  # the callback may have evaluated the model
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        return f"weights became non-finite after {step} steps (e.g. {bad[0]})"
+    return ""
 
 
 @torch.no_grad()

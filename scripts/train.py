@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from controller.build import (
     build_env,
     build_policy,
+    build_runner,
     one_line_error,
     register_resolvers,
     resume_config,
@@ -58,8 +59,9 @@ def search(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
 
     seed_everything(cfg.seed)
-    env = build_env(cfg.env, run_dir)
+    env = build_env(cfg.env, run_dir, cfg.get("cache", {}).get("path"))
     policy = build_policy(cfg.controller, env, cfg.seed)
+    runner = build_runner(cfg.search, env)
     hparams = {f"controller.{k}": v for k, v in cfg.controller.items() if k != "_target_"}
     hparams.update({"seed": cfg.seed, "search.budget": cfg.search.budget, "env.space": cfg.env.get("space", "")})
 
@@ -77,6 +79,8 @@ def search(cfg: DictConfig) -> None:
             max_minutes=cfg.search.max_minutes,
             progress=cfg.search.progress,
             hparams=hparams,
+            runner=runner,
+            workers=cfg.search.workers,
         )
     except KeyboardInterrupt:
         print(
@@ -86,6 +90,8 @@ def search(cfg: DictConfig) -> None:
         )
         sys.exit(130)
     finally:
+        if runner is not None:
+            runner.close()
         env.close()
 
     best = state.best

@@ -80,7 +80,7 @@ def test_reward_is_zero_until_the_last_step_and_info_describes_the_child() -> No
     assert rewards[-1] == pytest.approx(3 / 5)  # 3 of 5 positions match the target
     assert info["tokens"] == [1, 2, 3, 0, 0]
     assert info["architecture"] == "0:[units=128 activation=gelu](in) 1:[units=32 activation=relu](in)"
-    assert {"val_accuracy", "params", "train_seconds", "failed", "reused"} <= set(info)
+    assert {"val_accuracy", "params", "train_seconds", "failed", "cached"} <= set(info)
 
 
 def test_cube_reward_transform() -> None:
@@ -106,7 +106,7 @@ def test_same_seed_gives_the_same_reward_with_real_training() -> None:
         results.append(play(e, tokens, seed=7)[1])
     assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
     assert results[0]["child_seed"] == results[1]["child_seed"]
-    assert not results[1]["reused"]  # two separate environments, two real trainings
+    assert not results[1]["cached"]  # two separate environments, two real trainings
     other = play(ChildNetEnv(space="mlp", **FAST), tokens, seed=8)[1]
     assert other["child_seed"] != results[0]["child_seed"]
 
@@ -115,7 +115,7 @@ def test_an_architecture_played_twice_is_not_trained_twice() -> None:
     e = ChildNetEnv(space="mlp", **FAST)
     first = play(e, [0, 1, 0], seed=3)[1]
     again = play(e, [0, 1, 0], seed=None)[1]
-    assert not first["reused"] and again["reused"]
+    assert not first["cached"] and again["cached"]
     assert again["val_accuracy"] == first["val_accuracy"]
 
 

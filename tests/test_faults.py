@@ -37,6 +37,8 @@ def refused(tmp_path: Path, *overrides: str) -> str:
         (["env.space=cnn3d"], "unknown search space 'cnn3d'"),
         (["controller._target_=nowhere.Policy"], "nowhere.Policy"),
         (["env._target_=gymnasium.make", "+env.id=nasrl/Nope-v0"], "Nope"),
+        (["search.workers=0"], "search.workers must be a positive integer, got 0"),
+        (["search.backend=slurm"], "search.backend must be one of ['local', 'ray'], got 'slurm'"),
     ],
 )
 def test_bad_settings_stop_before_training_with_one_line(tmp_path, overrides, expected) -> None:
@@ -85,7 +87,7 @@ def test_resume_refuses_a_checkpoint_from_another_search_space(tmp_path) -> None
 def test_resume_refuses_changed_settings_other_than_search(tmp_path) -> None:
     run = small_run(tmp_path, "run", "search.budget=3")
     result = run_script("train.py", f"resume={run}", "controller.lr=0.1", cwd=tmp_path)
-    assert result.returncode != 0 and "only search.* settings can change" in result.stderr
+    assert result.returncode != 0 and "only search.* and cache.* settings can change" in result.stderr
 
 
 def test_exploding_weights_are_a_recorded_failure() -> None:
@@ -120,7 +122,7 @@ def test_many_failures_in_a_row_stop_the_search_naming_the_reasons(tmp_path) -> 
 
 def history(run: Path) -> list[dict]:
     with open(run / "history.csv") as fh:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "cached")} for row in csv.DictReader(fh)]
 
 
 @pytest.mark.slow

@@ -40,8 +40,9 @@ def train(run_dir: Path, *overrides: str, cwd: Path) -> subprocess.CompletedProc
     return result
 
 
-def history(run_dir: Path, drop=("seconds",)) -> list[dict]:
-    """history.csv rows without the wall-clock column, which no two runs share."""
+def history(run_dir: Path, drop=("seconds", "cached")) -> list[dict]:
+    """history.csv rows without the columns of cost: wall-clock seconds, which no two runs share, and
+    cached (a resumed round reads what the interrupted one trained from the cache)."""
     with open(run_dir / "history.csv") as fh:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]
 
@@ -107,27 +108,25 @@ def test_a_run_stopped_after_two_updates_and_resumed_matches_an_uninterrupted_on
 
 @pytest.mark.slow
 def test_sigint_during_a_search_keeps_everything_and_resume_matches(tmp_path) -> None:
-    common = ["controller.batch_size=2", "seed=4", "env.evaluator.max_steps=60"]
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            f"hydra.run.dir={run}",
-            *FAST_CHILD,
-            "search.budget=10",
-            *common,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for two updates (4 episodes with batch_size=2)
-        if (run / "history.csv").exists() and len((run / "history.csv").read_text().splitlines()) > 5:
+    for steps in (60, 300):  # children slow enough that the search is still running when the signal comes
+        common = ["controller.batch_size=2", "seed=4", f"env.evaluator.max_steps={steps}"]
+        run = tmp_path / f"run{steps}"
+        command = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *FAST_CHILD]
+        proc = subprocess.Popen(
+            [*command, "search.budget=10", *common],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for two updates (4 episodes with batch_size=2)
+            if (run / "history.csv").exists() and len((run / "history.csv").read_text().splitlines()) > 5:
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
             break
-        time.sleep(0.05)
+        proc.communicate()  # finished before the signal could be sent: try again with slower children
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
@@ -153,11 +152,15 @@ def test_a_multirun_sweep_gives_one_run_folder_per_job(tmp_path) -> None:
         "search.budget=3",
         "search.progress=false",
         "seed=0,1",
+        "controller=lstm,random",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for job in ("0", "1"):
+    for job in ("0", "1", "2", "3"):
         assert (tmp_path / "sweep" / job / "history.csv").exists()
         assert (tmp_path / "sweep" / job / ".hydra" / "config.yaml").exists()
     assert history(tmp_path / "sweep" / "0") != history(tmp_path / "sweep" / "1")
+    targets = {(tmp_path / "sweep" / job / ".hydra" / "config.yaml").read_text().split("_target_: ")[1].split()[0]
+               for job in ("0", "1", "2", "3")}  # fmt: skip
+    assert targets == {"controller.lstm.LSTMPolicy", "controller.random_search.RandomPolicy"}

@@ -1,0 +1,234 @@
+"""Training several children at once: in worker processes on this machine, or as Ray tasks.
+
+A runner takes a list of jobs (architecture, child seed) and returns their results in the same order,
+whatever order they finish in; with the seed fixed per child, a search gives the same results whatever
+the number of workers. A child whose worker dies is retried ``max_retries`` times, then recorded as a
+failed child; the search goes on.
+
+- :class:`InProcessRunner`: one child after another in this process (``search.workers=1``).
+- :class:`ProcessRunner`: ``search.workers=N`` processes, torch threads per process set so that the
+  cores are not oversubscribed.
+- :class:`RayRunner`: ``search.backend=ray``, one Ray task per child (``ray.address`` unset starts a local
+  Ray; ``auto`` or ``ray://...`` joins a cluster). Ray is the optional extra ``pip install -e ".[ray]"``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
+
+from env.evaluation import EvalResult, Evaluator
+from env.space import Architecture
+
+Job = tuple[Architecture, int]  # (architecture, child seed)
+OnResult = Callable[[int, EvalResult], None] | None  # called with (job index, result) as soon as a result is known
+
+
+def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalResult:
+    """``evaluator.evaluate``, with an exception turned into a failed result (a broken child is a
+    recorded failure, not a crashed search)."""
+    try:
+        return evaluator.evaluate(arch, seed)
+    except Exception as exc:
+        return EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
+
+
+def worker_died(attempts: int, detail: str) -> EvalResult:
+    return EvalResult(0.0, failed=True, reason=f"worker died in each of {attempts} attempts ({detail})")
+
+
+class InProcessRunner:
+    """Trains the jobs one after another in this process."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        results = []
+        for i, (arch, seed) in enumerate(jobs):
+            results.append(safe_evaluate(self.evaluator, arch, seed))
+            if on_result is not None:
+                on_result(i, results[-1])
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+# --- processes on this machine ---------------------------------------------------------------------------
+
+_worker_evaluator: Any = None
+
+
+def _init_worker(evaluator: Evaluator, threads: int) -> None:
+    global _worker_evaluator
+    _worker_evaluator = evaluator
+    torch.set_num_threads(threads)
+
+
+def _evaluate_in_worker(arch: Architecture, seed: int) -> EvalResult:
+    return safe_evaluate(_worker_evaluator, arch, seed)
+
+
+class ProcessRunner:
+    """Trains up to ``workers`` jobs at once in a pool of spawned processes (started on first use, kept for
+    the whole search). A dead worker breaks the whole pool, so the jobs it took down cannot tell which of
+    them killed it: they are retried one at a time in a fresh pool, where a job that breaks the pool is
+    the culprit; after ``max_retries`` such retries it is recorded as failed."""
+
+    def __init__(self, evaluator: Evaluator, workers: int, threads_per_worker: int | None = None, max_retries: int = 2):
+        self.evaluator = evaluator
+        self.workers = workers
+        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self.max_retries = max_retries
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn, not fork: a forked copy of a process that already ran torch's thread pool can hang
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.evaluator, self.threads)
+        )
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        results: list[EvalResult | None] = [None] * len(jobs)
+        broken = self._run_together(jobs, list(range(len(jobs))), results, on_result)
+        for i in broken:
+            for _ in range(self.max_retries):
+                if not self._run_together(jobs, [i], results, on_result):
+                    break
+            else:
+                results[i] = worker_died(1 + self.max_retries, "BrokenProcessPool: its worker process was killed")
+                if on_result is not None:
+                    on_result(i, results[i])
+        return results  # type: ignore[return-value]
+
+    def _run_together(
+        self, jobs: Sequence[Job], todo: list[int], results: list[EvalResult | None], on_result: OnResult
+    ) -> list[int]:
+        """Run ``todo`` in the pool, filling ``results``; return the jobs lost to a broken pool."""
+        if self._pool is None:
+            self._pool = self._start()
+        futures = [(i, self._pool.submit(_evaluate_in_worker, *jobs[i])) for i in todo]
+        lost = []
+        for i, future in futures:
+            try:
+                results[i] = future.result()
+            except BrokenProcessPool:
+                lost.append(i)
+                continue
+            if on_result is not None:
+                on_result(i, results[i])
+        self._restart_if_broken()
+        return lost
+
+    def _restart_if_broken(self) -> None:
+        pool = self._pool
+        if pool is not None and getattr(pool, "_broken", False):
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the workers now; a child still training (the search was interrupted) is abandoned, its
+        round is redone on resume."""
+        if self._pool is not None:
+            processes = list(getattr(self._pool, "_processes", {}).values())  # private, but no public handle
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+                process.join(timeout=10)
+            self._pool = None
+
+
+# --- Ray --------------------------------------------------------------------------------------------------
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(
+            'search.backend=ray needs Ray, which is not installed; install the extra: pip install -e ".[ray]" '
+            "(or pip install 'ray>=2.9'), or use search.backend=local"
+        ) from None
+    return ray
+
+
+def _evaluate_task(evaluator: Evaluator, arch: Architecture, seed: int, threads: int) -> EvalResult:
+    torch.set_num_threads(threads)
+    return safe_evaluate(evaluator, arch, seed)
+
+
+class RayRunner:
+    """One Ray task per child. Ray retries a task whose worker process died (``max_retries``); a child
+    still lost after that is a failed result. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
+    (all by default) and shuts it down at :meth:`close`; a Ray already initialised in this process is
+    used as it is."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_child: int = 1,
+        max_retries: int = 2,
+    ) -> None:
+        ray = import_ray()
+        self.ray = ray
+        self.max_retries = max_retries
+        self.cpus_per_child = cpus_per_child
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(
+                address=address,
+                num_cpus=num_cpus if address is None else None,
+                include_dashboard=False,
+                logging_level="warning",
+                configure_logging=True,
+            )
+        self._evaluator = ray.put(evaluator)  # shipped once, not with every task
+        self._task = ray.remote(num_cpus=cpus_per_child, max_retries=max_retries)(_evaluate_task)
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        refs = [self._task.remote(self._evaluator, arch, seed, self.cpus_per_child) for arch, seed in jobs]
+        results = []
+        for i, ref in enumerate(refs):
+            try:
+                results.append(self.ray.get(ref))
+            except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
+                detail = " ".join(str(exc).split())[:300]
+                results.append(worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}"))
+            if on_result is not None:
+                on_result(i, results[-1])
+        return results
+
+    def close(self) -> None:
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_runner(
+    evaluator: Evaluator,
+    workers: int = 1,
+    backend: str = "local",
+    max_retries: int = 2,
+    ray: dict[str, Any] | None = None,
+) -> InProcessRunner | ProcessRunner | RayRunner:
+    """The runner for ``search.workers`` / ``search.backend`` (``local`` or ``ray``)."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"search.workers must be a positive integer, got {workers!r}")
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise ValueError(f"search.max_retries must be a non-negative integer, got {max_retries!r}")
+    if backend == "ray":
+        return RayRunner(evaluator, max_retries=max_retries, **(ray or {}))
+    if backend != "local":
+        raise ValueError(f"search.backend must be one of ['local', 'ray'], got {backend!r}")
+    if workers == 1:
+        return InProcessRunner(evaluator)
+    return ProcessRunner(evaluator, workers, max_retries=max_retries)

@@ -1,0 +1,261 @@
+"""From a found architecture to a trained model: retrain with a full recipe, report test accuracy, save.
+
+This is the only code that reads a data set's test split. The search scores children on a validation
+split carved from the training data; retraining trains on train + validation and tests once per epoch
+(the curve is for reading, the reported number is the last epoch's: nothing is selected on the test
+split).
+
+``load_model(path)`` turns a saved ``model.pt`` back into the ``nn.Module`` with its weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from env.data import Dataset
+from env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, train_model
+from env.networks import build_network, count_parameters
+from env.space import Architecture, SearchSpace, SpaceError, load_space
+
+MODEL_FORMAT = 1
+
+
+@dataclass
+class Recipe:
+    """How the final model is trained (``conf/retrain.yaml``, group ``recipe``)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 0.01  # the peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    num_threads: int | None = None  # torch threads; null: torch's default
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"recipe.{key} must be a positive integer, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"recipe.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"recipe.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"recipe.lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"recipe.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+@dataclass
+class Retrained:
+    model: nn.Module
+    test_accuracy: float
+    params: int
+    seconds: float
+    curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_accuracy
+
+
+class RetrainError(ValueError):
+    """An architecture or run that cannot be retrained; the message says what is accepted."""
+
+
+# --- where the architecture comes from ----------------------------------------------------------------
+
+
+def resolve_architecture(
+    arch: Any, space: Any = None, dataset: dict[str, Any] | None = None
+) -> tuple[Architecture, dict[str, Any], str]:
+    """Read ``arch`` and return (architecture, load_dataset kwargs, a description of the source).
+
+    ``arch`` is one of: a run folder or its ``best.json``; ``RUN/history.csv:N``, the row of the N-th
+    distinct architecture (its ``index`` column); or tokens (a list, or a string of integers). The space
+    and data set come from the run's saved config unless ``space`` / ``dataset`` are given; for tokens
+    they default to cnn1d and MNIST-1D.
+    """
+    run_cfg: Any = None
+    if isinstance(arch, (list, tuple)) or (isinstance(arch, str) and _looks_like_tokens(arch)):
+        tokens = _parse_tokens(arch)
+        source = f"tokens {' '.join(map(str, tokens))}"
+    elif isinstance(arch, str):
+        tokens, run_dir, source = _tokens_from_run(arch)
+        run_cfg = _run_config(run_dir)
+    else:
+        raise RetrainError(f"arch={arch!r}: expected RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens")
+
+    if space is None:
+        space = run_cfg.env.get("space") if run_cfg is not None else "cnn1d"
+    if dataset is None:
+        dataset = _run_dataset(run_cfg) if run_cfg is not None else {"name": "mnist1d"}
+    try:
+        search_space = load_space(space)
+    except SpaceError as exc:
+        raise RetrainError(str(exc)) from None
+    _check_tokens(search_space, tokens, source)
+    return search_space.decode(tokens), dict(dataset), source
+
+
+def _looks_like_tokens(text: str) -> bool:
+    return all(part.lstrip("-").isdigit() for part in text.replace(",", " ").strip("[] ").split()) and bool(
+        text.strip("[] ")
+    )
+
+
+def _parse_tokens(arch: Any) -> list[int]:
+    parts = arch if isinstance(arch, (list, tuple)) else arch.replace(",", " ").strip("[] ").split()
+    try:
+        return [int(t) for t in parts]
+    except (TypeError, ValueError):
+        raise RetrainError(f"arch={arch!r}: tokens must be integers, e.g. arch='[3,5,1,0,0]'") from None
+
+
+def _tokens_from_run(text: str) -> tuple[list[int], Path, str]:
+    row_index: int | None = None
+    if ".csv:" in text:
+        text, _, row = text.rpartition(":")
+        try:
+            row_index = int(row)
+        except ValueError:
+            raise RetrainError(
+                f"arch=...history.csv:{row}: the row must be an architecture index (an integer)"
+            ) from None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / "best.json"
+    if not path.exists():
+        raise RetrainError(
+            f"arch={text}: {path} does not exist; expected RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens"
+        )
+    if path.suffix == ".json":
+        try:
+            tokens = [int(t) for t in json.loads(path.read_text())["tokens"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetrainError(f"{path} is not a nasrl best.json ({type(exc).__name__}: {exc})") from None
+        return tokens, path.parent, str(path)
+    if path.suffix == ".csv":
+        if row_index is None:
+            raise RetrainError(f"arch={text}: name a row, e.g. {text}:0 (the index column of history.csv)")
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("index") == str(row_index)]
+        if not rows:
+            raise RetrainError(f"{path} has no architecture with index {row_index}")
+        return [int(t) for t in rows[0]["tokens"].split()], path.parent, f"{path}:{row_index}"
+    raise RetrainError(f"arch={text}: expected RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens")
+
+
+def _run_config(run_dir: Path) -> Any:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise RetrainError(
+            f"{run_dir} has no .hydra/config.yaml, so its space and data set are unknown; "
+            "give them with space=NAME dataset={name:DATASET}"
+        )
+    return OmegaConf.load(path)
+
+
+def _run_dataset(run_cfg: Any) -> dict[str, Any]:
+    evaluator = run_cfg.env.get("evaluator")
+    if evaluator is None or "dataset" not in evaluator:
+        raise RetrainError(
+            f"the run's environment ({run_cfg.env.get('_target_')}) does not train children on a data set "
+            "(a lookup table?), so there is nothing to retrain; retrain runs of env.ChildNetEnv"
+        )
+    return OmegaConf.to_container(evaluator.dataset, resolve=True)  # type: ignore[return-value]
+
+
+def _check_tokens(space: SearchSpace, tokens: list[int], source: str) -> None:
+    done: list[int] = []
+    for t in tokens:
+        decision = space.next_decision(done)
+        if decision is None:
+            raise RetrainError(f"{source}: {len(tokens)} tokens, but space '{space.name}' ends after {len(done)}")
+        n = len(space.decision_types[decision.type_index].choices)
+        if not 0 <= t < n:
+            name = space.decision_types[decision.type_index].name
+            raise RetrainError(f"{source}: token {t} at position {len(done)} ('{name}') must be in 0..{n - 1}")
+        done.append(t)
+    if space.next_decision(done) is not None:
+        raise RetrainError(f"{source}: {len(tokens)} tokens end before space '{space.name}' is complete")
+
+
+# --- training, saving, loading ----------------------------------------------------------------------------
+
+
+def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, log: Any = None) -> Retrained:
+    """Train ``arch`` on train + validation with ``recipe``; test after every epoch.
+
+    ``log(epoch, train_loss, test_accuracy)`` is called after each epoch (e.g. to write TensorBoard).
+    """
+    if recipe.num_threads is not None:
+        torch.set_num_threads(recipe.num_threads)
+    x = torch.cat([data.x_train, data.x_val])
+    y = torch.cat([data.y_train, data.y_val])
+    start = time.perf_counter()
+    curve: list[dict[str, float]] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        acc = accuracy_of(model, data.x_test, data.y_test)
+        curve.append({"epoch": epoch, "train_loss": loss, "test_accuracy": acc})
+        if log is not None:
+            log(epoch, loss, acc)
+
+    torch.manual_seed(seed)
+    model = build_network(arch, data.input_shape, data.num_classes)
+    steps = recipe.epochs * -(-len(y) // recipe.batch_size)
+    failure = train_model(
+        model,
+        x,
+        y,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        optimizer=recipe.optimizer,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        schedule=recipe.schedule,
+        seed=seed,
+        label_smoothing=recipe.label_smoothing,
+        on_epoch=on_epoch,
+    )
+    if failure:
+        raise RetrainError(f"training diverged: {failure}; try a lower recipe.lr")
+    model.eval()
+    return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), time.perf_counter() - start, curve)
+
+
+def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset, **extra: Any) -> None:
+    """Save weights with everything needed to rebuild the network (see :func:`load_model`)."""
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "arch": arch.to_dict(),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "dataset": data.name,
+            "state_dict": model.state_dict(),
+            **extra,
+        },
+        path,
+    )
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The trained ``nn.Module`` saved at ``path`` (a retrain run's ``model.pt``), in eval mode.
+
+    It expects inputs normalised as :func:`env.data.load_dataset` returns them.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a model saved by scripts/retrain.py (format {MODEL_FORMAT})")
+    model = build_network(Architecture.from_dict(saved["arch"]), saved["input_shape"], saved["num_classes"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
