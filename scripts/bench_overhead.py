@@ -1,6 +1,6 @@
 """What the framework costs on top of child training, measured side by side in one run.
 
-    python scripts/bench_overhead.py                 # all four, about 10 minutes on 2 cores
+    python scripts/bench_overhead.py                 # all four, about 8 minutes on 2 cores
     python scripts/bench_overhead.py --only a,b      # a subset
 
 (a) one child trained through the environment (reset, one step per token, the last one trains and
