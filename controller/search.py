@@ -86,7 +86,7 @@ def run_search(
     workers: int = 1,
 ) -> SearchState:
     """Search until ``budget`` distinct architectures were evaluated, ``max_episodes`` were played, or
-    (checked between episodes) ``max_minutes`` of wall time were spent over all sessions of the run.
+    (checked between rounds) ``max_minutes`` of wall time were spent over all sessions of the run.
 
     With ``run_dir``, writes ``history.csv``, ``best.json``, ``checkpoint.pt`` and TensorBoard events
     under ``tb/``; with ``resume``, continues from the checkpoint there. ``runner`` (``env/parallel.py``)
