@@ -31,7 +31,7 @@ MODEL_FORMAT = 1
 
 @dataclass
 class Recipe:
-    """How the final model is trained (``conf/retrain.yaml``, group ``recipe``)."""
+    """How the final model is trained (``conf/retrain.yaml``, group ``retrain``)."""
 
     epochs: int = 100
     batch_size: int = 128
@@ -46,15 +46,15 @@ class Recipe:
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"recipe.{key} must be a positive integer, got {value!r}")
+                raise ValueError(f"retrain.{key} must be a positive integer, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"recipe.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"recipe.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+            raise ValueError(f"retrain.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if not self.lr > 0:
-            raise ValueError(f"recipe.lr must be positive, got {self.lr!r}")
+            raise ValueError(f"retrain.lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"recipe.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+            raise ValueError(f"retrain.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
 
 @dataclass
@@ -227,7 +227,7 @@ def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, lo
         on_epoch=on_epoch,
     )
     if failure:
-        raise RetrainError(f"training diverged: {failure}; try a lower recipe.lr")
+        raise RetrainError(f"training diverged: {failure}; try a lower retrain.lr")
     model.eval()
     return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), time.perf_counter() - start, curve)
 

@@ -3,7 +3,7 @@
     python scripts/retrain.py arch=RUN_FOLDER/best.json            # the best of a search
     python scripts/retrain.py arch=RUN_FOLDER/history.csv:7        # the 8th distinct architecture
     python scripts/retrain.py arch='[3,5,1,0,1]' space=cnn1d        # tokens
-    python scripts/retrain.py arch=RUN_FOLDER recipe.epochs=1      # a quick check
+    python scripts/retrain.py arch=RUN_FOLDER retrain.epochs=1      # a quick check
 
 Writes into its run folder (outputs/retrain/DATE/TIME): model.pt (weights and architecture; load it with
 ``env.retrain.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*`` tags).
@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     arch_setting = OmegaConf.to_container(cfg.arch) if OmegaConf.is_list(cfg.arch) else cfg.arch
     dataset_setting = OmegaConf.to_container(cfg.dataset) if cfg.dataset is not None else None
-    recipe = Recipe(**OmegaConf.to_container(cfg.recipe))  # type: ignore[arg-type]
+    recipe = Recipe(**OmegaConf.to_container(cfg.retrain))  # type: ignore[arg-type]
     arch, dataset, source = resolve_architecture(arch_setting, cfg.space, dataset_setting)
     data = load_dataset(**dataset)
     seed_everything(cfg.seed)
@@ -71,7 +71,7 @@ def run(cfg: DictConfig) -> None:
         "source": source,
         "dataset": dataset,
         "seed": cfg.seed,
-        "recipe": OmegaConf.to_container(cfg.recipe),
+        "recipe": OmegaConf.to_container(cfg.retrain),
     }
     (out / "result.json").write_text(json.dumps(summary, indent=2))
     with open(out / "curve.csv", "w", newline="") as fh:

@@ -23,7 +23,7 @@ def search_run(tmp_path_factory):
 
 
 def retrain(tmp_path, *overrides: str):
-    result = run_script("retrain.py", f"hydra.run.dir={tmp_path / 'out'}", "recipe.epochs=1", *overrides, cwd=tmp_path)
+    result = run_script("retrain.py", f"hydra.run.dir={tmp_path / 'out'}", "retrain.epochs=1", *overrides, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / "out", result.stdout
 
@@ -76,7 +76,7 @@ def test_a_bad_architecture_is_refused_with_what_is_accepted(arch, expected) -> 
 
 
 def test_retrain_refuses_bad_input_in_one_line(tmp_path) -> None:
-    for bad, expected in (("arch=[1,2]", "2 tokens end before"), ("recipe.epochs=0", "recipe.epochs must be")):
+    for bad, expected in (("arch=[1,2]", "2 tokens end before"), ("retrain.epochs=0", "retrain.epochs must be")):
         args = [bad] if bad.startswith("arch") else ["arch=[0,0,0,0,0]", bad]
         result = run_script("retrain.py", f"hydra.run.dir={tmp_path / 'out'}", *args, cwd=tmp_path)
         assert result.returncode != 0 and "Traceback" not in result.stderr
