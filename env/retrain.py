@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,7 @@ def resolve_architecture(
 
 
 def _looks_like_tokens(text: str) -> bool:
-    return all(part.lstrip("-").isdigit() for part in text.replace(",", " ").strip("[] ").split()) and bool(
-        text.strip("[] ")
-    )
+    return re.fullmatch(r"\[?\s*-?\d+([\s,]+-?\d+)*\s*\]?", text.strip()) is not None
 
 
 def _parse_tokens(arch: Any) -> list[int]:
