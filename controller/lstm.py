@@ -74,6 +74,7 @@ class LSTMPolicy(Policy):
     """LSTM controller + REINFORCE, M episodes per update.
 
     Acting runs without gradients; at each update the batch's episodes are replayed with gradients.
+    With ``replay_top_k`` > 0 the update also replays the best architectures seen so far (self-imitation).
     The pending episodes are plain data, so a checkpoint taken between two episodes is exact.
     """
 
@@ -91,12 +92,16 @@ class LSTMPolicy(Policy):
         grad_clip: float = 5.0,
         batch_size: int = 1,
         reward_transform: str | Callable[[float], float] = "identity",
+        replay_top_k: int = 0,
+        replay_weight: float = 1.0,
     ) -> None:
         super().__init__(spec, seed)
         if batch_size < 1:
             raise ValueError(f"controller batch_size must be a positive integer, got {batch_size!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if isinstance(replay_top_k, bool) or not isinstance(replay_top_k, int) or replay_top_k < 0:
+            raise ValueError(f"controller replay_top_k must be an integer >= 0 (0 disables), got {replay_top_k!r}")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the global RNG
             torch.manual_seed(seed)
             self.net = LSTMController(spec, hidden_size, num_layers)
@@ -111,6 +116,9 @@ class LSTMPolicy(Policy):
             grad_clip=grad_clip,
             reward_transform=reward_transform,
         )
+        self.replay_top_k = replay_top_k
+        self.replay_weight = replay_weight
+        self.best_episodes: list[tuple[list[Step], list[int], float]] = []  # the replay_top_k best, distinct
         self.generator = torch.Generator().manual_seed(seed)
         self.pending: list[tuple[list[Step], list[int], float]] = []  # episodes waiting for the next update
         self._proposed: list[tuple[list[Step], list[int]]] = []  # episodes played, reward not yet known
@@ -156,24 +164,54 @@ class LSTMPolicy(Policy):
         log_probs, entropies = [], []
         probs: dict[int, list[torch.Tensor]] = {}
         for steps, actions, _ in self.pending:
-            state = self.net.initial_state()
-            lp, ent = torch.zeros(()), torch.zeros(())
-            for step, action in zip(steps, actions):
-                log_p = self._log_probs(self.net.step(state, step), step[4])
-                p = log_p.exp()
-                lp = lp + log_p[action]
-                # masked_fill, not torch.where: 0 * -inf must not leak NaN into the gradient
-                ent = ent - (p * log_p.masked_fill(p == 0, 0.0)).sum()
-                probs.setdefault(step[0], []).append(p.detach())
+            lp, ent = self._replay(steps, actions, probs)
             log_probs.append(lp)
             entropies.append(ent)
-        metrics = self.reinforce.update(torch.stack(log_probs), torch.stack(entropies), [p[2] for p in self.pending])
+        replayed = [self._replay(steps, actions, None)[0] for steps, actions, _ in self.best_episodes]
+        metrics = self.reinforce.update(
+            torch.stack(log_probs),
+            torch.stack(entropies),
+            [p[2] for p in self.pending],
+            replay_log_probs=torch.stack(replayed) if replayed else None,
+            replay_rewards=[r for _, _, r in self.best_episodes],
+            replay_weight=self.replay_weight,
+        )
+        self._keep_best(self.pending)
         self._last_probs = {
             self.spec.decision_names[t]: torch.stack(ps).mean(0)[: len(self.spec.choice_labels[t])].tolist()
             for t, ps in probs.items()
         }
         self.pending = []
         return metrics
+
+    def _keep_best(self, episodes: list[tuple[list[Step], list[int], float]]) -> None:
+        """Keep the ``replay_top_k`` best distinct episodes seen so far, for the self-imitation term."""
+        if not self.replay_top_k:
+            return
+        known = {tuple(actions) for _, actions, _ in self.best_episodes}
+        for episode in episodes:
+            if tuple(episode[1]) not in known:
+                self.best_episodes.append(episode)
+                known.add(tuple(episode[1]))
+        self.best_episodes.sort(key=lambda e: -e[2])  # stable: among equal rewards the earlier one stays
+        del self.best_episodes[self.replay_top_k :]
+
+    def _replay(
+        self, steps: list[Step], actions: list[int], probs: dict[int, list[torch.Tensor]] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability and entropy of an episode under the current weights (with gradients);
+        the per-step probabilities are added to ``probs`` when given."""
+        state = self.net.initial_state()
+        lp, ent = torch.zeros(()), torch.zeros(())
+        for step, action in zip(steps, actions):
+            log_p = self._log_probs(self.net.step(state, step), step[4])
+            p = log_p.exp()
+            lp = lp + log_p[action]
+            # masked_fill, not torch.where: 0 * -inf must not leak NaN into the gradient
+            ent = ent - (p * log_p.masked_fill(p == 0, 0.0)).sum()
+            if probs is not None:
+                probs.setdefault(step[0], []).append(p.detach())
+        return lp, ent
 
     def choice_probabilities(self) -> dict[str, list[float]]:
         return self._last_probs
@@ -184,6 +222,7 @@ class LSTMPolicy(Policy):
             "reinforce": self.reinforce.state_dict(),
             "generator": self.generator.get_state(),
             "pending": self.pending,
+            "best_episodes": self.best_episodes,
             "last_probs": self._last_probs,
         }
 
@@ -192,4 +231,5 @@ class LSTMPolicy(Policy):
         self.reinforce.load_state_dict(state["reinforce"])
         self.generator.set_state(state["generator"])
         self.pending = [(list(s), list(a), float(r)) for s, a, r in state["pending"]]
+        self.best_episodes = [(list(s), list(a), float(r)) for s, a, r in state.get("best_episodes", [])]
         self._last_probs = state["last_probs"]

@@ -1,8 +1,11 @@
 """REINFORCE with a moving-average baseline and an entropy bonus (Williams 1992; Zoph & Le 2017).
 
 loss = -mean_m[(R_m - b) * sum_t log pi(a_t)] - entropy_weight * mean_m[sum_t H_t]
+       [- replay_weight * mean_e[max(R_e - b, 0) * sum_t log pi(a_t)]]
 
-with b an exponential moving average of the (transformed) rewards, taken before the batch it scores.
+with b an exponential moving average of the (transformed) rewards, taken before the batch it scores. The
+optional last term replays earlier episodes e (the policy's best so far) that beat the baseline: the
+self-imitation term of Oh et al. (2018), off by default.
 """
 
 from __future__ import annotations
@@ -39,8 +42,17 @@ class Reinforce:
         self.reward_transform = get_reward_transform(reward_transform)
         self.baseline: float | None = None
 
-    def update(self, log_probs: torch.Tensor, entropies: torch.Tensor, rewards: list[float]) -> dict[str, float]:
-        """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and raw ``rewards``."""
+    def update(
+        self,
+        log_probs: torch.Tensor,
+        entropies: torch.Tensor,
+        rewards: list[float],
+        replay_log_probs: torch.Tensor | None = None,
+        replay_rewards: list[float] | None = None,
+        replay_weight: float = 1.0,
+    ) -> dict[str, float]:
+        """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and raw ``rewards``;
+        ``replay_log_probs`` / ``replay_rewards``: earlier episodes for the self-imitation term."""
         r = torch.tensor([self.reward_transform(x) for x in rewards], dtype=torch.float32)
         if self.baseline is None:  # start from the first batch's mean, not 0, to avoid a huge first advantage
             self.baseline = float(r.mean())
@@ -48,6 +60,9 @@ class Reinforce:
         policy_loss = -(advantage * log_probs).mean()
         entropy = entropies.mean()
         loss = policy_loss - self.entropy_weight * entropy
+        if replay_log_probs is not None and replay_rewards:
+            r_replay = torch.tensor([self.reward_transform(x) for x in replay_rewards], dtype=torch.float32)
+            loss = loss - replay_weight * ((r_replay - self.baseline).clamp(min=0) * replay_log_probs).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))

@@ -59,17 +59,42 @@ def test_reinforce_moves_probability_towards_the_rewarded_action() -> None:
     assert torch.softmax(logits, 0)[0] > 0.9
 
 
-def test_policy_state_dict_resumes_sampling_exactly() -> None:
+def test_self_imitation_raises_the_replayed_episode_only_when_it_beat_the_baseline() -> None:
+    for replay_reward, should_rise in ((0.9, True), (0.1, False)):
+        logits = torch.zeros(3, requires_grad=True)
+        algo = Reinforce([logits], lr=0.1, entropy_weight=0.0)
+        for _ in range(10):
+            log_p = torch.log_softmax(logits, 0)
+            # the batch itself carries no signal (one episode, advantage 0 after the first step: b = R)
+            algo.update(log_p[1:2], torch.zeros(1), [0.5], replay_log_probs=log_p[0:1], replay_rewards=[replay_reward])
+        p0 = torch.softmax(logits, 0)[0].item()
+        assert (p0 > 0.6) if should_rise else p0 == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_lstm_policy_keeps_the_best_distinct_episodes_for_replay() -> None:
     env = toy_env()
-    a = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=3)
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, replay_top_k=3)
+    state = run_search(env, policy, budget=10_000, max_episodes=40, seed=0)
+    best = sorted({(r["reward"], r["tokens"]) for r in state.history}, key=lambda x: -x[0])[:3]
+    kept = [(r, " ".join(map(str, a))) for _, a, r in policy.best_episodes]
+    assert [r for r, _ in kept] == pytest.approx([r for r, _ in best])
+    assert len({a for _, a in kept}) == 3
+    with pytest.raises(ValueError, match="replay_top_k must be an integer >= 0.*got -1"):
+        LSTMPolicy(TokenSpec.from_env(env), replay_top_k=-1)
+
+
+@pytest.mark.parametrize("replay_top_k", [0, 2])
+def test_policy_state_dict_resumes_sampling_exactly(replay_top_k: int) -> None:
+    env = toy_env()
+    a = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=3, replay_top_k=replay_top_k)
     run_search(env, a, budget=10_000, max_episodes=7, seed=1)  # leaves one episode pending
-    b = LSTMPolicy(TokenSpec.from_env(env), seed=99, batch_size=3)
+    b = LSTMPolicy(TokenSpec.from_env(env), seed=99, batch_size=3, replay_top_k=replay_top_k)
     buffer = io.BytesIO()  # through bytes, as the checkpoint does: no tensor shared between a and b
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
     b.load_state_dict(torch.load(buffer, weights_only=False))
-    sa = run_search(toy_env(), a, budget=10_000, max_episodes=8, seed=1)
-    sb = run_search(toy_env(), b, budget=10_000, max_episodes=8, seed=1)
+    sa = run_search(toy_env(), a, budget=10_000, max_episodes=14, seed=1)  # two more updates
+    sb = run_search(toy_env(), b, budget=10_000, max_episodes=14, seed=1)
     assert [r["tokens"] for r in sa.history] == [r["tokens"] for r in sb.history]
 
 

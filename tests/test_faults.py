@@ -130,21 +130,28 @@ def test_sigkill_at_any_moment_leaves_files_that_resume_to_the_same_result(tmp_p
     common = ["search.budget=60", "controller.batch_size=3", "seed=2"]
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *SYNTH, *common]
-    kills = 0
-    for delay in (4.0, 4.3, 4.6, 4.9, 5.2):  # startup takes a few seconds; then episodes every few ms
+
+    def rows() -> int:
+        return (run / "history.csv").read_bytes().count(b"\n") - 1 if (run / "history.csv").exists() else 0
+
+    for extra in (0.0, 0.002, 0.004, 0.006, 0.008):  # kill at varied moments of the write cycle
         proc = subprocess.Popen(
             args + ([f"resume={run}"] if (run / "checkpoint.pt").exists() else []),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        # wait for progress past at least one checkpoint (a round is 3 episodes): start-up takes seconds
+        # on a busy machine, so a fixed delay could kill every attempt before the search began
+        start_rows, deadline = rows(), time.monotonic() + 120
+        while rows() <= start_rows + 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(extra)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert kills >= 3
-    resume = [f"resume={run}"] if (run / "checkpoint.pt").exists() else []  # every kill may precede the first round
+    assert (run / "checkpoint.pt").exists() and rows() < 60
+    resume = [f"resume={run}"]
     result = run_script("train.py", f"hydra.run.dir={run}", *resume, *SYNTH, *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     full = small_run(tmp_path, "full", *common)
