@@ -102,6 +102,8 @@ class LSTMPolicy(Policy):
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         if isinstance(replay_top_k, bool) or not isinstance(replay_top_k, int) or replay_top_k < 0:
             raise ValueError(f"controller replay_top_k must be an integer >= 0 (0 disables), got {replay_top_k!r}")
+        if isinstance(replay_weight, bool) or not isinstance(replay_weight, (int, float)) or not replay_weight >= 0:
+            raise ValueError(f"controller replay_weight must be a number >= 0, got {replay_weight!r}")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the global RNG
             torch.manual_seed(seed)
             self.net = LSTMController(spec, hidden_size, num_layers)

@@ -81,6 +81,8 @@ def test_lstm_policy_keeps_the_best_distinct_episodes_for_replay() -> None:
     assert len({a for _, a in kept}) == 3
     with pytest.raises(ValueError, match="replay_top_k must be an integer >= 0.*got -1"):
         LSTMPolicy(TokenSpec.from_env(env), replay_top_k=-1)
+    with pytest.raises(ValueError, match="replay_weight must be a number >= 0, got -0.5"):
+        LSTMPolicy(TokenSpec.from_env(env), replay_top_k=1, replay_weight=-0.5)
 
 
 @pytest.mark.parametrize("replay_top_k", [0, 2])
