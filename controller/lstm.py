@@ -102,8 +102,6 @@ class LSTMPolicy(Policy):
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         if isinstance(replay_top_k, bool) or not isinstance(replay_top_k, int) or replay_top_k < 0:
             raise ValueError(f"controller replay_top_k must be an integer >= 0 (0 disables), got {replay_top_k!r}")
-        if isinstance(replay_weight, bool) or not isinstance(replay_weight, (int, float)) or not replay_weight >= 0:
-            raise ValueError(f"controller replay_weight must be a number >= 0, got {replay_weight!r}")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the global RNG
             torch.manual_seed(seed)
             self.net = LSTMController(spec, hidden_size, num_layers)
@@ -117,9 +115,9 @@ class LSTMPolicy(Policy):
             entropy_weight=entropy_weight,
             grad_clip=grad_clip,
             reward_transform=reward_transform,
+            replay_weight=replay_weight,
         )
         self.replay_top_k = replay_top_k
-        self.replay_weight = replay_weight
         self.best_episodes: list[tuple[list[Step], list[int], float]] = []  # the replay_top_k best, distinct
         self.generator = torch.Generator().manual_seed(seed)
         self.pending: list[tuple[list[Step], list[int], float]] = []  # episodes waiting for the next update
@@ -176,7 +174,6 @@ class LSTMPolicy(Policy):
             [p[2] for p in self.pending],
             replay_log_probs=torch.stack(replayed) if replayed else None,
             replay_rewards=[r for _, _, r in self.best_episodes],
-            replay_weight=self.replay_weight,
         )
         self._keep_best(self.pending)
         self._last_probs = {

@@ -29,17 +29,21 @@ class Reinforce:
         entropy_weight: float = 1e-4,
         grad_clip: float = 5.0,
         reward_transform: str | Callable[[float], float] = "identity",
+        replay_weight: float = 1.0,
     ) -> None:
         if not lr > 0:
             raise ValueError(f"controller lr must be positive, got {lr!r}")
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay!r}")
+        if isinstance(replay_weight, bool) or not isinstance(replay_weight, (int, float)) or not replay_weight >= 0:
+            raise ValueError(f"controller replay_weight must be a number >= 0, got {replay_weight!r}")
         self.params = list(params)
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.baseline_decay = baseline_decay
         self.entropy_weight = entropy_weight
         self.grad_clip = grad_clip
         self.reward_transform = get_reward_transform(reward_transform)
+        self.replay_weight = replay_weight
         self.baseline: float | None = None
 
     def update(
@@ -49,7 +53,6 @@ class Reinforce:
         rewards: list[float],
         replay_log_probs: torch.Tensor | None = None,
         replay_rewards: list[float] | None = None,
-        replay_weight: float = 1.0,
     ) -> dict[str, float]:
         """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and raw ``rewards``;
         ``replay_log_probs`` / ``replay_rewards``: earlier episodes for the self-imitation term."""
@@ -62,7 +65,7 @@ class Reinforce:
         loss = policy_loss - self.entropy_weight * entropy
         if replay_log_probs is not None and replay_rewards:
             r_replay = torch.tensor([self.reward_transform(x) for x in replay_rewards], dtype=torch.float32)
-            loss = loss - replay_weight * ((r_replay - self.baseline).clamp(min=0) * replay_log_probs).mean()
+            loss = loss - self.replay_weight * ((r_replay - self.baseline).clamp(min=0) * replay_log_probs).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))
