@@ -10,9 +10,10 @@ Logits are shaped as in ENAS, ``tanh_constant * tanh(logits / temperature)``, an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,8 +23,17 @@ from controller.reinforce import Reinforce
 Step = tuple[int, int, int, int, tuple[int, ...]]  # decision, layer, source, prev_token, action mask
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 class LSTMController(nn.Module):
-    """The network: token embedding, stacked LSTM cells, one head per decision type, skip attention."""
+    """The network: token embedding, stacked LSTM cells, one head per decision type, skip attention.
+
+    Two ways through it with the same arithmetic: :meth:`step` advances one decision at a time, in numpy
+    (acting, as the environment asks); :meth:`replay` runs a batch of finished episodes that share one
+    layout at once, in torch (scoring them with gradients for the update).
+    """
 
     def __init__(self, spec: TokenSpec, hidden_size: int = 64, num_layers: int = 1) -> None:
         super().__init__()
@@ -32,7 +42,7 @@ class LSTMController(nn.Module):
         k = spec.num_actions
         self.start_index = len(spec.decision_names) * k
         self.embedding = nn.Embedding(self.start_index + 1, hidden_size)
-        self.cells = nn.ModuleList(nn.LSTMCell(hidden_size, hidden_size) for _ in range(num_layers))
+        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers)  # a whole episode in one call when replayed
         self.heads = nn.ModuleList(nn.Linear(hidden_size, k) for _ in spec.decision_names)
         self.w_prev = nn.Linear(hidden_size, hidden_size, bias=False)
         self.w_curr = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -40,33 +50,72 @@ class LSTMController(nn.Module):
         for p in self.parameters():  # ENAS initialises the controller uniformly in [-0.1, 0.1]
             nn.init.uniform_(p, -0.1, 0.1)
 
-    def initial_state(self) -> dict[str, Any]:
-        zeros = torch.zeros(1, self.hidden_size)
-        return {"hc": [(zeros, zeros) for _ in self.cells], "anchors": {}, "prev_type": None}
-
-    def step(self, state: dict[str, Any], step: Step) -> torch.Tensor:
-        """Advance ``state`` by one decision and return the raw logits over the K actions (shape (K,))."""
-        decision, layer, source, prev_token, _ = step
+    def input_index(self, prev_decision: int | None, prev_token: int) -> int:
+        """Embedding row read at a step: the previous decision's type and token, or the start row."""
         k = self.spec.num_actions
-        if state["prev_type"] is None or prev_token >= k:
-            index = self.start_index
-        else:
-            index = state["prev_type"] * k + prev_token
-        x = self.embedding(torch.tensor([index]))
-        new_hc = []
-        for cell, (h, c) in zip(self.cells, state["hc"]):
-            h, c = cell(x, (h, c))
-            new_hc.append((h, c))
-            x = h
-        state["hc"] = new_hc
+        return self.start_index if prev_decision is None or prev_token >= k else prev_decision * k + prev_token
+
+    def initial_state(self) -> dict[str, Any]:
+        """An episode's acting state; it holds numpy views of the weights, which the update changes in place
+        and which stay fixed during an episode."""
+        weights = {name: p.detach().numpy() for name, p in self.named_parameters() if not name.startswith("heads")}
+        weights["heads"] = [(head.weight.detach().numpy(), head.bias.detach().numpy()) for head in self.heads]
+        return {"weights": weights, "hc": None, "anchors": {}, "prev_type": None}
+
+    def _skip_logit(self, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Zoph & Le's attention: the logit of "the layer of ``anchor`` feeds the layer of ``x``"."""
+        return self.v(torch.tanh(self.w_prev(anchor) + self.w_curr(x))).squeeze(-1)
+
+    def step(self, state: dict[str, Any], step: Step) -> np.ndarray:
+        """Advance ``state`` by one decision and return the raw logits over the K actions (shape (K,)).
+
+        Acting needs no gradients, and at this size torch's per-operation overhead is several times the
+        arithmetic, so this runs in numpy on the weights of ``state``: the same gates (nn.LSTM's order
+        i, f, g, o), heads and attention as :meth:`replay`, which a test checks."""
+        w = state["weights"]
+        decision, layer, source, prev_token, _ = step
+        x = w["embedding.weight"][self.input_index(state["prev_type"], prev_token)]
+        hc = state["hc"] or [(np.zeros_like(x), np.zeros_like(x))] * self.lstm.num_layers
+        for i in range(self.lstm.num_layers):
+            gates = w[f"lstm.weight_ih_l{i}"] @ x + w[f"lstm.bias_ih_l{i}"]
+            gates += w[f"lstm.weight_hh_l{i}"] @ hc[i][0] + w[f"lstm.bias_hh_l{i}"]
+            gate_i, gate_f, gate_g, gate_o = gates.reshape(4, -1)
+            c = _sigmoid(gate_f) * hc[i][1] + _sigmoid(gate_i) * np.tanh(gate_g)
+            x = _sigmoid(gate_o) * np.tanh(c)
+            hc[i] = (x, c)
+        state["hc"] = hc
         state["prev_type"] = decision
         if self.spec.decision_kinds[decision] == "skip":
             anchor = state["anchors"][source - 1]
-            yes = self.v(torch.tanh(self.w_prev(anchor) + self.w_curr(x))).reshape(1)
-            logits = torch.cat([torch.zeros(1), yes, torch.zeros(k - 2)])  # softmax over {no, yes} = sigmoid
+            logits = np.zeros(self.spec.num_actions, dtype=x.dtype)  # softmax over {no: 0, yes} = sigmoid(yes)
+            logits[1] = w["v.weight"][0] @ np.tanh(w["w_prev.weight"] @ anchor + w["w_curr.weight"] @ x)
         else:
-            logits = self.heads[decision](x).reshape(k)
+            weight, bias = w["heads"][decision]
+            logits = weight @ x + bias
         state["anchors"][layer] = x  # ends as the state after the layer's last decision
+        return logits
+
+    def replay(self, layout: Sequence[tuple[int, int, int]], inputs: torch.Tensor) -> torch.Tensor:
+        """Raw logits (T, B, K) of B episodes that share ``layout`` ((decision, layer, source) per step),
+        fed the embedding rows ``inputs`` (T, B) (see :meth:`input_index`)."""
+        steps, batch = inputs.shape
+        states, _ = self.lstm(self.embedding(inputs))  # (T, B, H): the top layer's state after each step
+        decisions = [decision for decision, _, _ in layout]
+        used = sorted(set(decisions))
+        # every used head on every step (tiny matmuls), then each step keeps its own decision type's
+        per_head = torch.stack([self.heads[d](states) for d in used])  # (D, T, B, K)
+        logits = per_head[[used.index(d) for d in decisions], torch.arange(steps)]
+        anchor_at: dict[int, int] = {}  # layer -> its latest step so far, as in ``step``
+        skips: list[tuple[int, int]] = []  # (step, step of the anchor it attends to)
+        for t, (decision, layer, source) in enumerate(layout):
+            if self.spec.decision_kinds[decision] == "skip":
+                skips.append((t, anchor_at[source - 1]))
+            anchor_at[layer] = t
+        if skips:  # a skip step's logits are (0, yes, 0, ...), as in ``step``
+            at, anchors = (list(x) for x in zip(*skips))
+            rows = states.new_zeros(len(at), batch, self.spec.num_actions)
+            rows[..., 1] = self._skip_logit(states[anchors], states[at])
+            logits = logits.index_put((torch.tensor(at),), rows)
         return logits
 
 
@@ -88,11 +137,11 @@ class LSTMPolicy(Policy):
         tanh_constant: float | None = 2.5,
         lr: float = 5e-3,
         baseline_decay: float = 0.95,
-        entropy_weight: float = 1e-2,
+        entropy_weight: float = 2e-2,
         grad_clip: float = 5.0,
         batch_size: int = 1,
         reward_transform: str | Callable[[float], float] = "identity",
-        replay_top_k: int = 0,
+        replay_top_k: int = 1,
         replay_weight: float = 1.0,
     ) -> None:
         super().__init__(spec, seed)
@@ -123,15 +172,23 @@ class LSTMPolicy(Policy):
         self.pending: list[tuple[list[Step], list[int], float]] = []  # episodes waiting for the next update
         self._proposed: list[tuple[list[Step], list[int]]] = []  # episodes played, reward not yet known
         self._state: dict[str, Any] = {}
-        self._last_probs: dict[str, list[float]] = {}
+        self._ruled_out_cache: dict[tuple[tuple[int, ...], ...], torch.Tensor] = {}
+        self._last_probs: dict[str, list[float]] | None = {}  # None: not yet computed from _update_probs
+        self._update_probs: list[tuple[list[int], torch.Tensor]] = []  # the last update's, see _score
 
-    def _log_probs(self, logits: torch.Tensor, mask: tuple[int, ...]) -> torch.Tensor:
-        """Shaped, masked log-probabilities over the K actions (-inf where the mask rules a choice out)."""
-        logits = logits / self.temperature
+    def _log_probs(self, logits: torch.Tensor, ruled_out: torch.Tensor) -> torch.Tensor:
+        """Shaped, masked log-probabilities over the last dimension (K actions); -inf where ``ruled_out``."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         if self.tanh_constant:
             logits = self.tanh_constant * torch.tanh(logits)
-        logits = logits.masked_fill(torch.tensor(mask) == 0, float("-inf"))
-        return torch.log_softmax(logits, dim=0)
+        return torch.log_softmax(logits.masked_fill(ruled_out, float("-inf")), dim=-1)
+
+    def _ruled_out(self, masks: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+        """Boolean tensor (T, K) of the choices each step's action mask rules out, built once per layout."""
+        if masks not in self._ruled_out_cache:
+            self._ruled_out_cache[masks] = torch.tensor(masks) == 0
+        return self._ruled_out_cache[masks]
 
     def proposals_per_round(self) -> int:
         return self.batch_size - len(self.pending)  # the episodes of one update are sampled from one policy
@@ -140,7 +197,6 @@ class LSTMPolicy(Policy):
         self._state = self.net.initial_state()
         self._proposed.append(([], []))
 
-    @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> int:
         step: Step = (
             int(obs["decision"]),
@@ -149,8 +205,10 @@ class LSTMPolicy(Policy):
             int(obs["prev_token"]),
             tuple(int(m) for m in obs["action_mask"]),
         )
-        log_p = self._log_probs(self.net.step(self._state, step), step[4])
-        action = int(torch.multinomial(log_p.exp(), 1, generator=self.generator))
+        logits = torch.from_numpy(self.net.step(self._state, step))  # no gradients: numpy underneath
+        p = self._log_probs(logits, self._ruled_out((step[4],))[0]).exp().numpy().astype(np.float64)
+        u = torch.rand((), generator=self.generator, dtype=torch.float64).item()
+        action = int(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"))  # never a p = 0 choice
         steps, actions = self._proposed[-1]
         steps.append(step)
         actions.append(action)
@@ -161,25 +219,18 @@ class LSTMPolicy(Policy):
         self.pending.append((steps, actions, float(reward)))
         if len(self.pending) < self.batch_size:
             return {}
-        log_probs, entropies = [], []
-        probs: dict[int, list[torch.Tensor]] = {}
-        for steps, actions, _ in self.pending:
-            lp, ent = self._replay(steps, actions, probs)
-            log_probs.append(lp)
-            entropies.append(ent)
-        replayed = [self._replay(steps, actions, None)[0] for steps, actions, _ in self.best_episodes]
+        episodes = [(s, a) for s, a, _ in self.pending + self.best_episodes]
+        m = len(self.pending)
+        log_probs, entropies, self._update_probs = self._score(episodes, for_stats=m)
+        self._last_probs = None  # computed from _update_probs when asked (TensorBoard, checkpoints)
         metrics = self.reinforce.update(
-            torch.stack(log_probs),
-            torch.stack(entropies),
-            [p[2] for p in self.pending],
-            replay_log_probs=torch.stack(replayed) if replayed else None,
+            log_probs[:m],
+            entropies[:m],
+            [r for _, _, r in self.pending],
+            replay_log_probs=log_probs[m:] if self.best_episodes else None,
             replay_rewards=[r for _, _, r in self.best_episodes],
         )
         self._keep_best(self.pending)
-        self._last_probs = {
-            self.spec.decision_names[t]: torch.stack(ps).mean(0)[: len(self.spec.choice_labels[t])].tolist()
-            for t, ps in probs.items()
-        }
         self.pending = []
         return metrics
 
@@ -195,24 +246,50 @@ class LSTMPolicy(Policy):
         self.best_episodes.sort(key=lambda e: -e[2])  # stable: among equal rewards the earlier one stays
         del self.best_episodes[self.replay_top_k :]
 
-    def _replay(
-        self, steps: list[Step], actions: list[int], probs: dict[int, list[torch.Tensor]] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed log-probability and entropy of an episode under the current weights (with gradients);
-        the per-step probabilities are added to ``probs`` when given."""
-        state = self.net.initial_state()
-        lp, ent = torch.zeros(()), torch.zeros(())
-        for step, action in zip(steps, actions):
-            log_p = self._log_probs(self.net.step(state, step), step[4])
+    def _score(
+        self, episodes: list[tuple[list[Step], list[int]]], for_stats: int
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[list[int], torch.Tensor]]]:
+        """Summed log-probability and entropy (shape (N,), with gradients) of each episode under the current
+        weights; episodes that share a layout run as one batch. Also returns, per batch, the decision type of
+        each step and the probabilities (T, B', K) that the first ``for_stats`` episodes were given."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (steps, _) in enumerate(episodes):
+            groups.setdefault(tuple((d, layer, src, mask) for d, layer, src, _, mask in steps), []).append(i)
+        order, log_probs, entropies, probs = [], [], [], []
+        for layout, members in groups.items():
+            inputs = torch.tensor([self._inputs(episodes[i][0]) for i in members]).T  # (T, B)
+            actions = torch.tensor([episodes[i][1] for i in members]).T  # (T, B)
+            logits = self.net.replay([step[:3] for step in layout], inputs)
+            log_p = self._log_probs(logits, self._ruled_out(tuple(step[3] for step in layout)).unsqueeze(1))
             p = log_p.exp()
-            lp = lp + log_p[action]
+            log_probs.append(log_p.gather(2, actions.unsqueeze(2)).squeeze(2).sum(0))
             # masked_fill, not torch.where: 0 * -inf must not leak NaN into the gradient
-            ent = ent - (p * log_p.masked_fill(p == 0, 0.0)).sum()
-            if probs is not None:
-                probs.setdefault(step[0], []).append(p.detach())
-        return lp, ent
+            entropies.append(-(p * log_p.masked_fill(p == 0, 0.0)).sum((0, 2)))
+            order.extend(members)
+            stats = [b for b, i in enumerate(members) if i < for_stats]
+            if stats:
+                probs.append(([step[0] for step in layout], p.detach()[:, stats]))
+        log_prob, entropy = torch.cat(log_probs), torch.cat(entropies)
+        if len(groups) > 1:  # back to the order of ``episodes``
+            inverse = torch.tensor(order).argsort()
+            log_prob, entropy = log_prob[inverse], entropy[inverse]
+        return log_prob, entropy, probs
+
+    def _inputs(self, steps: list[Step]) -> list[int]:
+        """The embedding rows an episode's steps read (what :meth:`LSTMController.step` looked up)."""
+        prev_types = [None, *(step[0] for step in steps[:-1])]
+        return [self.net.input_index(prev, step[3]) for prev, step in zip(prev_types, steps)]
 
     def choice_probabilities(self) -> dict[str, list[float]]:
+        if self._last_probs is None:
+            rows: dict[int, list[torch.Tensor]] = {}
+            for decisions, p in self._update_probs:
+                for t, decision in enumerate(decisions):
+                    rows.setdefault(decision, []).append(p[t])
+            self._last_probs = {
+                self.spec.decision_names[d]: torch.cat(ps).mean(0)[: len(self.spec.choice_labels[d])].tolist()
+                for d, ps in rows.items()
+            }
         return self._last_probs
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,7 +299,7 @@ class LSTMPolicy(Policy):
             "generator": self.generator.get_state(),
             "pending": self.pending,
             "best_episodes": self.best_episodes,
-            "last_probs": self._last_probs,
+            "last_probs": self.choice_probabilities(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

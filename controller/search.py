@@ -132,7 +132,9 @@ def run_search(
             if max_minutes is not None and state.elapsed >= 60 * max_minutes:
                 break
             size = _round_size(policy, workers, budget - state.distinct, max_episodes - state.episode, parallel)
-            if parallel:  # propose the round, train its new children at once, then replay it for the rewards
+            # a lone episode with no runner gains nothing from deferring: its last step trains the child
+            deferred = parallel and (size > 1 or runner is not None)
+            if deferred:  # propose the round, train its new children at once, then replay it for the rewards
                 env.unwrapped.defer_training()
                 proposals = [_play(env, policy)[1]["tokens"] for _ in range(size)]
                 env.unwrapped.train_deferred(runner)
@@ -328,7 +330,7 @@ def load_checkpoint(path: Path, policy: Policy) -> SearchState:
     except Exception as exc:
         raise SearchError(
             f"cannot resume: the checkpoint's policy does not fit the configured one "
-            f"(different controller or search space?): {type(exc).__name__}: {exc}"
+            f"(a different controller or search space, or an older nasrl?): {type(exc).__name__}: {exc}"
         ) from None
     random.setstate(payload["rng"]["python"])
     np.random.set_state(payload["rng"]["numpy"])

@@ -142,6 +142,7 @@ class SearchSpace:
     head_pool: int = 1
     source: str = "<dict>"
     decision_types: list[DecisionType] = field(init=False)
+    _layouts: dict[int, tuple[Decision, ...]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         types = []
@@ -165,8 +166,13 @@ class SearchSpace:
         """K, the size of the action space: the largest number of choices of any decision."""
         return max(len(t.choices) for t in self.decision_types)
 
-    def layout(self, depth: int) -> list[Decision]:
+    def layout(self, depth: int) -> tuple[Decision, ...]:
         """The decisions of an episode whose network has ``depth`` layers, in emission order."""
+        if depth not in self._layouts:  # asked at every step of every episode
+            self._layouts[depth] = tuple(self._build_layout(depth))
+        return self._layouts[depth]
+
+    def _build_layout(self, depth: int) -> list[Decision]:
         type_of = {t.name: i for i, t in enumerate(self.decision_types)}
         steps = [Decision(type_of[DEPTH], 0)] if self.variable_depth else []
         for i in range(depth):

@@ -26,16 +26,19 @@ from controller.build import build_env, build_policy, one_line_error, seed_every
 from controller.search import run_search
 
 
-def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict]]:
-    """One search; returns the reward and reported metrics of each distinct evaluation, in order."""
+def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict], dict]:
+    """One search; returns the reward and reported metrics of each distinct evaluation, in order, and
+    what it cost (episodes played, seconds)."""
     name, strategy_cfg, env_cfg, seed, budget, max_episodes = task
+    start = time.monotonic()
     torch.set_num_threads(1)  # one process per core: tiny controller ops only slow down with more threads
     seed_everything(seed)
     env = build_env(OmegaConf.create(env_cfg))
     policy = build_policy(OmegaConf.create(strategy_cfg), env, seed)
     state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed)
     firsts = [row for row in state.history if not row["reused"]]
-    return name, seed, [row["reward"] for row in firsts], [json.loads(row["metrics"]) for row in firsts]
+    cost = {"episodes": state.episode, "seconds": time.monotonic() - start}
+    return name, seed, [row["reward"] for row in firsts], [json.loads(row["metrics"]) for row in firsts], cost
 
 
 def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: int) -> np.ndarray:
@@ -84,7 +87,14 @@ def summarize(
 
 
 def write_markdown(
-    path: Path, summary: dict, columns: list[str], report_at: list[int], baseline: str, published: dict, settings: str
+    path: Path,
+    summary: dict,
+    columns: list[str],
+    report_at: list[int],
+    baseline: str,
+    published: dict,
+    settings: str,
+    effort: dict | None = None,
 ) -> None:
     lines = [f"# Benchmark: {settings}", ""]
     header = "| strategy | evaluations | " + " | ".join(f"{c} (mean ± std)" for c in columns)
@@ -97,6 +107,10 @@ def write_markdown(
             p = e[columns[0]].get("p_vs_" + baseline)
             p_text = "-" if p is None else (f"{p:.1e}" if p < 0.001 else f"{p:.3f}")
             lines.append(f"| {name} | {b} | {cells} | {e[columns[0]]['n']} | {p_text} |")
+    if effort:
+        lines += ["", "| strategy | episodes per search (mean) | seconds per search (mean, one core) |"]
+        lines += ["| --- | --- | --- |"]
+        lines += [f"| {name} | {e['episodes']:.0f} | {e['seconds']:.2f} |" for name, e in effort.items()]
     if published:
         lines += [
             "",
@@ -167,18 +181,34 @@ def main(cfg: DictConfig) -> None:
     ]
     start = time.monotonic()
     results: dict[str, list] = {name: [None] * bench.seeds for name in bench.strategies}
+    costs: dict[str, list] = {name: [] for name in bench.strategies}
     with mp.get_context("spawn").Pool(bench.workers) as pool:
-        for name, seed, rewards, metrics in pool.imap_unordered(search_once, tasks, chunksize=4):
+        for name, seed, rewards, metrics, cost in pool.imap_unordered(search_once, tasks, chunksize=4):
             results[name][seed - bench.first_seed] = (rewards, metrics)
+            costs[name].append(cost)
     seconds = time.monotonic() - start
+    effort = {  # episodes include re-sampled architectures, which cost no evaluation but an update
+        name: {key: float(np.mean([c[key] for c in runs])) for key in ("episodes", "seconds")}
+        for name, runs in costs.items()
+    }
 
     out = summarize(results, columns, report_at, bench.budget, bench.baseline)
     published = OmegaConf.to_container(bench.published, resolve=True) if "published" in bench else {}
     (run_dir / "summary.json").write_text(
-        json.dumps({"settings": OmegaConf.to_container(bench), "seconds": seconds, "summary": out["summary"]}, indent=2)
+        json.dumps(
+            {
+                "settings": OmegaConf.to_container(bench),
+                "seconds": seconds,
+                "effort": effort,
+                "summary": out["summary"],
+            },
+            indent=2,
+        )
     )
     settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
-    write_markdown(run_dir / "summary.md", out["summary"], columns, report_at, bench.baseline, published, settings)
+    write_markdown(
+        run_dir / "summary.md", out["summary"], columns, report_at, bench.baseline, published, settings, effort
+    )
     plot_curves(run_dir / "curves.png", out["curves"], columns[0], published)
     print((run_dir / "summary.md").read_text())
     print(f"{len(tasks)} searches in {seconds:.0f} s; run folder: {run_dir}")

@@ -41,13 +41,41 @@ def test_skip_probability_is_the_zoph_le_attention() -> None:
     policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, tanh_constant=None)
     net = policy.net
     state = net.initial_state()
-    h_j = torch.randn(1, net.hidden_size)
-    state["anchors"][0] = h_j
+    h_j = torch.randn(net.hidden_size)
+    state["anchors"][0] = h_j.numpy()
     skip_type = policy.spec.decision_kinds.index("skip")
-    logits = net.step(state, (skip_type, 1, 1, 0, (1, 1, 0, 0, 0, 0)))
-    h_i = state["hc"][-1][0]
+    logits = torch.from_numpy(net.step(state, (skip_type, 1, 1, 0, (1, 1, 0, 0, 0, 0))))
+    h_i = torch.from_numpy(state["hc"][-1][0])
     expected = torch.sigmoid(net.v(torch.tanh(net.w_prev(h_j) + net.w_curr(h_i)))).item()
-    assert policy._log_probs(logits, (1, 1, 0, 0, 0, 0)).exp()[1].item() == pytest.approx(expected, rel=1e-5)
+    ruled_out = policy._ruled_out(((1, 1, 0, 0, 0, 0),))[0]
+    assert policy._log_probs(logits, ruled_out).exp()[1].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_acting_step_by_step_and_replaying_in_a_batch_score_episodes_alike() -> None:
+    """Acting advances the network one decision at a time; the update replays episodes in batches by
+    layout. Both must be the same network, skip attention, stacked layers and masks included."""
+    env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator([0]))
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, num_layers=2, batch_size=8)
+    expected = []
+    for episode in range(8):
+        obs, _ = env.reset(seed=episode)
+        policy.start_episode()
+        done = False
+        while not done:
+            obs, reward, done, _, info = env.step(policy.act(obs))
+        steps, actions = policy._proposed[-1]
+        state, log_prob = policy.net.initial_state(), 0.0
+        with torch.no_grad():
+            for step, action in zip(steps, actions):
+                ruled_out = policy._ruled_out((step[4],))[0]
+                logits = torch.from_numpy(policy.net.step(state, step))
+                log_prob += policy._log_probs(logits, ruled_out)[action].item()
+        expected.append(log_prob)
+    episodes = [(steps, actions) for steps, actions in policy._proposed]
+    assert len({len(steps) for steps, _ in episodes}) > 1  # several layouts, so several batches
+    log_probs, entropies, _ = policy._score(episodes, for_stats=0)
+    assert log_probs.tolist() == pytest.approx(expected, rel=1e-5)
+    assert (entropies > 0).all()
 
 
 def test_reinforce_moves_probability_towards_the_rewarded_action() -> None:

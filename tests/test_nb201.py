@@ -138,13 +138,16 @@ def test_benchmark_script_writes_summary_table_and_curves(tmp_path, table) -> No
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run / "summary.json").read_text())["summary"]
+    payload = json.loads((run / "summary.json").read_text())
+    summary = payload["summary"]
     assert set(summary) == {"lstm", "random", "evolution"}
+    # an episode per distinct evaluation at least (more where an architecture was sampled again)
+    assert all(payload["effort"][name]["episodes"] >= 30 and payload["effort"][name]["seconds"] > 0 for name in summary)
     entry = summary["lstm"]["30"]["valid_acc_200ep"]
     assert entry["n"] == 3 and 15 <= entry["mean"] <= score(["nor_conv_3x3"] * 6) + 5
     assert "p_vs_random" in entry
     md = (run / "summary.md").read_text()
-    assert "| lstm | 30 |" in md and "REINFORCE" in md and "91.09" in md
+    assert "| lstm | 30 |" in md and "REINFORCE" in md and "91.09" in md and "episodes per search" in md
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
