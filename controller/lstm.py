@@ -207,8 +207,10 @@ class LSTMPolicy(Policy):
         )
         logits = torch.from_numpy(self.net.step(self._state, step))  # no gradients: numpy underneath
         p = self._log_probs(logits, self._ruled_out((step[4],))[0]).exp().numpy().astype(np.float64)
+        cdf = np.cumsum(p)
         u = torch.rand((), generator=self.generator, dtype=torch.float64).item()
-        action = int(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"))  # never a p = 0 choice
+        # inverse CDF: never lands on a p = 0 choice; min() guards against u * cdf[-1] rounding up to cdf[-1]
+        action = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), int(np.flatnonzero(p)[-1]))
         steps, actions = self._proposed[-1]
         steps.append(step)
         actions.append(action)
