@@ -4,8 +4,8 @@ loss = -mean_m[(R_m - b) * sum_t log pi(a_t)] - entropy_weight * mean_m[sum_t H_
        [- replay_weight * mean_e[max(R_e - b, 0) * sum_t log pi(a_t)]]
 
 with b an exponential moving average of the (transformed) rewards, taken before the batch it scores. The
-optional last term replays earlier episodes e (the policy's best so far) that beat the baseline: the
-self-imitation term of Oh et al. (2018), off by default.
+last term, present when the policy passes earlier episodes e (the LSTM's best so far, ``replay_top_k``),
+replays those that beat the baseline: the self-imitation term of Oh et al. (2018).
 """
 
 from __future__ import annotations
