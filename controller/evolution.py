@@ -5,6 +5,11 @@ members of the population, takes the best as parent, and emits the parent's toke
 mutated to another valid choice; the child joins the population and the oldest member leaves.
 Defaults (P=10, S=3) are those the NAS-Bench-201 paper used for its REA baseline.
 
+With ``batch_size`` B > 1, each round after the first population proposes B children at once, each
+from its own tournament on the population as it stood at the start of the round, so ``search.workers``
+can train them together (a synchronous form of Real et al.'s parallel workers); the B children then
+join and the B oldest leave. B = 1 is the sequential algorithm.
+
 It acts token by token through the action mask like every policy: where a mutation (say of the depth
 token) makes a planned token invalid or the sequence longer, the rest is drawn uniformly.
 """
@@ -20,15 +25,23 @@ from controller.policy import Policy, TokenSpec, valid_actions
 
 
 class EvolutionPolicy(Policy):
-    def __init__(self, spec: TokenSpec, seed: int = 0, population_size: int = 10, sample_size: int = 3) -> None:
+    def __init__(
+        self, spec: TokenSpec, seed: int = 0, population_size: int = 10, sample_size: int = 3, batch_size: int = 1
+    ) -> None:
         super().__init__(spec, seed)
         if population_size < 1 or not 1 <= sample_size <= population_size:
             raise ValueError(
                 f"evolution needs population_size >= 1 and 1 <= sample_size <= population_size, "
                 f"got {population_size} and {sample_size}"
             )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= population_size:
+            raise ValueError(
+                f"evolution's batch_size must be an integer from 1 to population_size={population_size}, "
+                f"got {batch_size!r}"
+            )
         self.population_size = population_size
         self.sample_size = sample_size
+        self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
         self.population: deque[tuple[list[int], float]] = deque()
         self._plan: list[int] | None = None
@@ -37,8 +50,9 @@ class EvolutionPolicy(Policy):
         self._proposed = 0  # episodes started and not yet ended
 
     def proposals_per_round(self) -> int:
-        # the random first population can be trained at once; after that each child needs the last result
-        return max(1, self.population_size - len(self.population) - self._proposed)
+        # the random first population can be trained at once; after that, batch_size mutants at a time
+        to_fill = self.population_size - len(self.population) - self._proposed
+        return to_fill if to_fill > 0 else self.batch_size
 
     def start_episode(self) -> None:
         self._position = 0

@@ -3,7 +3,8 @@
 The environment is handed an evaluator object (a Hydra ``_target_``), so real child training, a lookup
 table or a fast synthetic score are interchangeable. An evaluator has one method,
 ``evaluate(arch, seed) -> EvalResult``, and a ``fingerprint()`` naming everything that determines its
-results (used to key the evaluation cache).
+results (used to key the evaluation cache). It may also have ``cost(arch) -> float``, a relative estimate
+of how long ``arch`` takes to evaluate: parallel runners start a round's most expensive children first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from env.data import Dataset, load_dataset
 from env.networks import build_network, count_parameters
@@ -105,6 +107,15 @@ class ChildTrainer:
 
     def build(self, arch: Architecture) -> torch.nn.Module:
         return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
+
+    def cost(self, arch: Architecture) -> float:
+        """Floating-point operations of one forward pass on one example: proportional to the training
+        time of ``arch``, so a round can start its slowest children first. Takes a few milliseconds."""
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # building draws initial weights
+            model = self.build(arch).eval()
+            with FlopCounterMode(display=False) as counter:
+                model(self.dataset.x_train[:1])
+        return float(counter.get_total_flops())
 
     def total_steps(self) -> int:
         per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)

@@ -2,8 +2,10 @@
 
 A runner takes a list of jobs (architecture, child seed) and returns their results in the same order,
 whatever order they finish in; with the seed fixed per child, a search gives the same results whatever
-the number of workers. A child whose worker dies is retried ``max_retries`` times, then recorded as a
-failed child; the search goes on.
+the number of workers. Parallel runners start the jobs longest first (by the evaluator's ``cost``, if it
+has one), so that a round does not end with its slowest child training alone while the other workers
+idle, and pass each result on as soon as it is known. A child whose worker dies is retried
+``max_retries`` times, then recorded as a failed child; the search goes on.
 
 - :class:`InProcessRunner`: one child after another in this process (``search.workers=1``).
 - :class:`ProcessRunner`: ``search.workers=N`` processes, torch threads per process set so that the
@@ -17,7 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -37,6 +39,24 @@ def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalRe
         return evaluator.evaluate(arch, seed)
     except Exception as exc:
         return EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
+
+
+def longest_first(evaluator: Evaluator, jobs: Sequence[Job]) -> list[int]:
+    """Indices of ``jobs``, the most expensive first by ``evaluator.cost`` (ties, and an evaluator without
+    ``cost``, keep the proposal order). Starting the longest jobs first keeps every worker busy until
+    near the end of a round (longest-processing-time-first scheduling)."""
+    cost = getattr(evaluator, "cost", None)
+    if cost is None:
+        return list(range(len(jobs)))
+
+    def estimate(arch: Architecture) -> float:
+        try:
+            return float(cost(arch))
+        except Exception:  # a child that cannot even be built fails at once when it is evaluated
+            return 0.0
+
+    costs = [estimate(arch) for arch, _ in jobs]
+    return sorted(range(len(jobs)), key=lambda i: -costs[i])
 
 
 def worker_died(attempts: int, detail: str) -> EvalResult:
@@ -115,9 +135,11 @@ class ProcessRunner:
         """Run ``todo`` in the pool, filling ``results``; return the jobs lost to a broken pool."""
         if self._pool is None:
             self._pool = self._start()
-        futures = [(i, self._pool.submit(_evaluate_in_worker, *jobs[i])) for i in todo]
+        order = [todo[k] for k in longest_first(self.evaluator, [jobs[i] for i in todo])]
+        futures = {self._pool.submit(_evaluate_in_worker, *jobs[i]): i for i in order}
         lost = []
-        for i, future in futures:
+        for future in as_completed(futures):
+            i = futures[future]
             try:
                 results[i] = future.result()
             except BrokenProcessPool:
@@ -126,7 +148,7 @@ class ProcessRunner:
             if on_result is not None:
                 on_result(i, results[i])
         self._restart_if_broken()
-        return lost
+        return sorted(lost)
 
     def _restart_if_broken(self) -> None:
         pool = self._pool
@@ -181,6 +203,7 @@ class RayRunner:
     ) -> None:
         ray = import_ray()
         self.ray = ray
+        self.evaluator = evaluator
         self.max_retries = max_retries
         self.cpus_per_child = cpus_per_child
         self._owns_ray = not ray.is_initialized()
@@ -196,17 +219,23 @@ class RayRunner:
         self._task = ray.remote(num_cpus=cpus_per_child, max_retries=max_retries)(_evaluate_task)
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
-        refs = [self._task.remote(self._evaluator, arch, seed, self.cpus_per_child) for arch, seed in jobs]
-        results = []
-        for i, ref in enumerate(refs):
+        refs = {
+            self._task.remote(self._evaluator, *jobs[i], self.cpus_per_child): i
+            for i in longest_first(self.evaluator, jobs)
+        }
+        results: list[EvalResult | None] = [None] * len(jobs)
+        pending = list(refs)
+        while pending:
+            (ref,), pending = self.ray.wait(pending, num_returns=1)
+            i = refs[ref]
             try:
-                results.append(self.ray.get(ref))
+                results[i] = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
                 detail = " ".join(str(exc).split())[:300]
-                results.append(worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}"))
+                results[i] = worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
             if on_result is not None:
-                on_result(i, results[-1])
-        return results
+                on_result(i, results[i])
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         if self._owns_ray and self.ray.is_initialized():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import TOY_SPACE, TOY_TARGET
+from controller.evolution import EvolutionPolicy
 from controller.lstm import LSTMPolicy
 from controller.policy import TokenSpec
 from controller.random_search import RandomPolicy
@@ -145,3 +146,28 @@ def test_reinforce_finds_the_optimum_where_random_search_does_not() -> None:
     env = toy_env()
     random_state = run_search(env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=10**9, max_episodes=episodes)
     assert random_state.best["reward"] <= 0.7
+
+
+def one_token_off(tokens: list[int], population: list[list[int]]) -> bool:
+    return any(len(tokens) == len(p) and sum(a != b for a, b in zip(tokens, p)) == 1 for p in population)
+
+
+def test_batched_evolution_proposes_each_round_from_the_population_at_its_start() -> None:
+    env = toy_env()
+    policy = EvolutionPolicy(TokenSpec.from_env(env), seed=0, population_size=6, sample_size=2, batch_size=3)
+    assert policy.proposals_per_round() == 6  # the random first population at once
+    state = run_search(env, policy, budget=1000, max_episodes=306, seed=0)  # 6 random, then 100 rounds of 3
+    tokens = [list(map(int, r["tokens"].split())) for r in state.history]
+    rewards = [r["reward"] for r in state.history]
+    assert len(tokens) == 306 and policy.proposals_per_round() == 3
+    for start in range(6, 306, 3):
+        population = tokens[start - 6 : start]  # aging: the 6 youngest before the round
+        assert all(one_token_off(t, population) for t in tokens[start : start + 3]), start
+    assert sum(rewards[-30:]) / 30 > sum(rewards[:6]) / 6 + 0.25  # it climbs from its random population (0.18)
+
+
+@pytest.mark.parametrize("batch_size", [0, 7, 2.5])
+def test_evolution_refuses_a_batch_outside_1_to_the_population(batch_size) -> None:
+    expected = rf"batch_size must be an integer from 1 to population_size=6, got {batch_size}"
+    with pytest.raises(ValueError, match=expected):
+        EvolutionPolicy(TokenSpec.from_env(toy_env()), population_size=6, sample_size=2, batch_size=batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import env as nasrl_env
@@ -159,6 +160,21 @@ def test_hand_picked_cnn_reaches_085_on_mnist1d_with_the_default_budget() -> Non
     tokens = chain_cnn1d_tokens(space, [{**layer, "stride": s} for s in (1, 2, 1, 2)])
     _, info = play(gym.make("nasrl/ChildNet-v0"), tokens, seed=0)
     assert info["val_accuracy"] >= 0.85, info
+
+
+def test_cost_estimate_grows_with_the_network_and_draws_no_random_numbers() -> None:
+    trainer = ChildTrainer(dataset="mnist1d")
+    space = load_space("cnn1d")
+
+    def chain(filters: int, depth: int):
+        layer = {"filters": filters, "kernel_size": 5, "activation": "relu", "stride": 1}
+        return space.decode(chain_cnn1d_tokens(space, [layer] * depth))
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    costs = [trainer.cost(chain(f, d)) for f, d in ((16, 1), (16, 2), (64, 2), (64, 4))]
+    assert costs == sorted(costs) and costs[0] > 0 and costs[-1] > 20 * costs[0]
+    assert torch.equal(torch.get_rng_state(), before)  # estimating must not shift the children's seeds
 
 
 def test_env_module_exports() -> None:

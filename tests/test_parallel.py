@@ -18,7 +18,7 @@ from controller.random_search import RandomPolicy
 from controller.search import run_search
 from env import ChildNetEnv, EvalResult, TokenMatchEvaluator
 from env.cache import EvaluationCache
-from env.parallel import ProcessRunner, make_runner
+from env.parallel import ProcessRunner, longest_first, make_runner
 
 KILL_TOKENS = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # the toy-space architecture whose worker dies
 
@@ -49,6 +49,51 @@ def dying_evaluator_class() -> type:
 
 class DyingEvaluator(dying_evaluator_class()):
     """The same at module level, so spawned processes unpickle it by reference."""
+
+
+class CostlyByTokens(TokenMatchEvaluator):
+    """Scores like :class:`TokenMatchEvaluator`; its cost estimate is the sum of the tokens; appends the first
+    token of each architecture it evaluates to ``log``."""
+
+    def __init__(self, log: str) -> None:
+        super().__init__([1] * 10)
+        self.log = log
+
+    def cost(self, arch) -> float:
+        return float(sum(arch.tokens))
+
+    def evaluate(self, arch, seed):
+        with open(self.log, "a") as fh:
+            fh.write(f"{arch.tokens[0]}\n")
+        return super().evaluate(arch, seed)
+
+
+def test_a_round_starts_its_most_expensive_children_first_and_returns_results_in_job_order(tmp_path) -> None:
+    space = ChildNetEnv(space=TOY_SPACE, evaluator=TokenMatchEvaluator([1] * 10)).space
+    evaluator = CostlyByTokens(str(tmp_path / "log"))
+    jobs = [(space.decode((t,) * 10), seed) for seed, t in enumerate([1, 3, 0, 4, 2])]
+    runner = ProcessRunner(evaluator, workers=1)  # one worker: it takes the jobs in submission order
+    try:
+        results = runner.run(jobs)
+    finally:
+        runner.close()
+    assert (tmp_path / "log").read_text().split() == ["4", "3", "2", "1", "0"]
+    assert [r.val_accuracy for r in results] == [1.0, 0.0, 0.0, 0.0, 0.0]  # only tokens 1...1 match the target
+
+
+def test_longest_first_keeps_the_proposal_order_for_ties_and_without_an_estimate(tmp_path) -> None:
+    space = ChildNetEnv(space=TOY_SPACE, evaluator=TokenMatchEvaluator([1] * 10)).space
+    jobs = [(space.decode(tokens), 0) for tokens in [(0,) * 10, (2,) * 10, (1,) * 9 + (3,), (2,) * 10]]
+    assert longest_first(CostlyByTokens(str(tmp_path / "log")), jobs) == [1, 3, 2, 0]
+    assert longest_first(TokenMatchEvaluator([1] * 10), jobs) == [0, 1, 2, 3]
+
+    class Unbuildable(CostlyByTokens):
+        def cost(self, arch) -> float:
+            if arch.tokens[0] == 2:
+                raise RuntimeError("cannot build")
+            return super().cost(arch)
+
+    assert longest_first(Unbuildable(str(tmp_path / "log")), jobs) == [2, 0, 1, 3]  # unknown cost: last
 
 
 def toy_jobs(env: ChildNetEnv) -> list:
