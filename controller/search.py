@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,11 +128,20 @@ def run_search(
     env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
     parallel = hasattr(env.unwrapped, "defer_training")
     session_start, elapsed_before = time.monotonic(), state.elapsed
+    warned_idle = False
     try:
         while state.distinct < budget and state.episode < max_episodes:
             if max_minutes is not None and state.elapsed >= 60 * max_minutes:
                 break
             size = _round_size(policy, workers, budget - state.distinct, max_episodes - state.episode, parallel)
+            if size < min(workers, budget - state.distinct, max_episodes - state.episode) and not warned_idle:
+                warned_idle = True
+                warnings.warn(
+                    f"search.workers={workers}, but the controller proposes {size} architecture(s) at a time, "
+                    f"so {workers - size} worker(s) idle: set controller.batch_size={workers} or more "
+                    "(the LSTM's architectures per update, evolution's mutants per round)",
+                    stacklevel=2,
+                )
             # a lone episode with no runner gains nothing from deferring: its last step trains the child
             deferred = parallel and (size > 1 or runner is not None)
             if deferred:  # propose the round, train its new children at once, then replay it for the rewards

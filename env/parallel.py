@@ -215,12 +215,12 @@ class RayRunner:
                 logging_level="warning",
                 configure_logging=True,
             )
-        self._evaluator = ray.put(evaluator)  # shipped once, not with every task
+        self._evaluator_ref = ray.put(evaluator)  # shipped once, not with every task
         self._task = ray.remote(num_cpus=cpus_per_child, max_retries=max_retries)(_evaluate_task)
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         refs = {
-            self._task.remote(self._evaluator, *jobs[i], self.cpus_per_child): i
+            self._task.remote(self._evaluator_ref, *jobs[i], self.cpus_per_child): i
             for i in longest_first(self.evaluator, jobs)
         }
         results: list[EvalResult | None] = [None] * len(jobs)

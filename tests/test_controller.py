@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import pytest
 import torch
@@ -171,3 +172,14 @@ def test_evolution_refuses_a_batch_outside_1_to_the_population(batch_size) -> No
     expected = rf"batch_size must be an integer from 1 to population_size=6, got {batch_size}"
     with pytest.raises(ValueError, match=expected):
         EvolutionPolicy(TokenSpec.from_env(toy_env()), population_size=6, sample_size=2, batch_size=batch_size)
+
+
+def test_workers_that_the_controller_cannot_keep_busy_are_warned_about_once() -> None:
+    env = toy_env()
+    expected = r"search.workers=3, but the controller proposes 1 .*controller.batch_size=3"
+    with pytest.warns(UserWarning, match=expected) as caught:
+        run_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=0), budget=4, max_episodes=8, workers=3)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a batch that fills the workers: no warning
+        run_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=3), budget=6, max_episodes=12, workers=3)
