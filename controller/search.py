@@ -133,8 +133,9 @@ def run_search(
         while state.distinct < budget and state.episode < max_episodes:
             if max_minutes is not None and state.elapsed >= 60 * max_minutes:
                 break
-            size = _round_size(policy, workers, budget - state.distinct, max_episodes - state.episode, parallel)
-            if size < min(workers, budget - state.distinct, max_episodes - state.episode) and not warned_idle:
+            left = min(budget - state.distinct, max_episodes - state.episode)  # architectures the round may propose
+            size = _round_size(policy, workers, left, parallel)
+            if size < min(workers, left) and not warned_idle:
                 warned_idle = True
                 warnings.warn(
                     f"search.workers={workers}, but the controller proposes {size} architecture(s) at a time, "
@@ -186,7 +187,7 @@ def run_search(
     return state
 
 
-def _round_size(policy: Policy, workers: int, budget_left: int, episodes_left: int, parallel: bool) -> int:
+def _round_size(policy: Policy, workers: int, left: int, parallel: bool) -> int:
     """How many architectures to propose before feeding results back; never depends on how the children
     are trained, except for a policy whose proposals ignore the results (``proposals_per_round() is None``)."""
     if not parallel:
@@ -194,7 +195,7 @@ def _round_size(policy: Policy, workers: int, budget_left: int, episodes_left: i
     size = policy.proposals_per_round()
     if size is None:  # several children per worker, so that a slow child does not leave the others idle
         size = 4 * workers
-    return max(1, min(size, budget_left, episodes_left))
+    return max(1, min(size, left))
 
 
 def _play(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:
