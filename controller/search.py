@@ -13,11 +13,14 @@ cache, so the resumed round trains only what was not finished.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -260,13 +263,35 @@ def _history_row(state: SearchState, seen: dict[str, dict], reward: float, info:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a kill at any moment leaves the old or the new file."""
+    """Write through a temporary file and rename, so a kill at any moment leaves the old or the new file.
+    Ctrl-C or SIGTERM during the write takes effect once it is done (see :func:`_interrupts_held`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with _interrupts_held():
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Any:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them. An interrupt raised inside a
+    library's writer (torch.save's zip file) would otherwise be replaced by that writer's own error on
+    the way out: a stack trace instead of a clean stop with the resume hint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    received: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]  # None: set outside Python
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled as usual (KeyboardInterrupt)
 
 
 def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
