@@ -1,12 +1,20 @@
-"""From a Hydra config to the objects of a search: seeding, the environment, the policy, run folders.
+"""From a Hydra config to the objects of a search, and the entry points' handling of bad input.
 
-Shared by ``scripts/train.py`` and ``scripts/benchmark.py`` so both build things the same way.
+Shared by ``nasrl-train``, ``nasrl-benchmark`` and ``nasrl-retrain`` (``scripts/``) so all build things the
+same way: seeding, the environment, the policy, the runner; and :func:`run_app`, which turns any bad
+setting, whether Hydra finds it while composing the config or our code finds it before training, into one
+line ``error: ...`` and exit status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import random
-from collections.abc import Iterator
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,15 +22,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from controller.policy import Policy, TokenSpec
-from env.parallel import make_runner
-
-# Settings a resumed run may change; everything else comes from the run's saved config.
-RESUMABLE_OVERRIDES = ("search.", "cache.", "resume", "hydra.")
+from nasrl.controller.policy import Policy, TokenSpec
+from nasrl.controller.runfolder import SearchError
+from nasrl.env.parallel import make_runner
 
 
 def seed_everything(seed: int) -> None:
@@ -32,17 +39,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def one_line_error(exc: BaseException) -> str:
-    """The message the entry points exit with: ``error: ...`` on one line."""
-    return "error: " + " ".join(str(exc).split())
-
-
-def build_env(env_cfg: DictConfig, run_dir: Path | None = None, cache_path: str | None = None) -> gym.Env:
-    """Instantiate the environment; an env config with ``cache: null`` gets the shared ``cache_path``
-    (``cache.path``) if set, else ``run_dir/cache.sqlite``."""
+def build_env(env_cfg: DictConfig, run_dir: Path | None = None) -> gym.Env:
+    """Instantiate the environment; ``cache: null`` puts the evaluation cache at ``run_dir/cache.sqlite``."""
     extra: dict[str, Any] = {}
-    if "cache" in env_cfg and env_cfg.cache is None and (cache_path or run_dir):
-        extra["cache"] = str(Path(cache_path).expanduser()) if cache_path else str(run_dir / "cache.sqlite")
+    if "cache" in env_cfg and env_cfg.cache is None and run_dir is not None:
+        extra["cache"] = str(run_dir / "cache.sqlite")
+    elif env_cfg.get("cache") is not None:
+        extra["cache"] = str(Path(env_cfg.cache).expanduser())
     with _plain_errors():
         return instantiate(env_cfg, _convert_="all", **extra)
 
@@ -54,7 +57,7 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
     try:
         return make(spec=TokenSpec.from_env(env), seed=seed)
     except TypeError as exc:  # usually: settings of another controller passed to a user's class
-        keys = sorted(k for k in controller_cfg if k != "_target_")
+        keys = sorted(str(k) for k in controller_cfg if k != "_target_")
         raise ValueError(
             f"controller._target_={controller_cfg._target_} could not be built with spec, seed and {keys}: {exc}. "
             "For your own policy start from controller=custom, which has no settings of its own"
@@ -66,13 +69,12 @@ def build_runner(search_cfg: DictConfig, env: gym.Env) -> Any:
     evaluator = getattr(env.unwrapped, "evaluator", None)
     if evaluator is None:
         return None
-    ray_cfg = OmegaConf.to_container(search_cfg.ray) if "ray" in search_cfg else None
     return make_runner(
         evaluator,
-        workers=search_cfg.get("workers", 1),
-        backend=search_cfg.get("backend", "local"),
-        max_retries=search_cfg.get("max_retries", 2),
-        ray=ray_cfg,  # type: ignore[arg-type]
+        workers=search_cfg.workers,
+        backend=search_cfg.backend,
+        max_retries=search_cfg.max_retries,
+        ray=OmegaConf.to_container(search_cfg.ray),  # type: ignore[arg-type]
     )
 
 
@@ -88,9 +90,13 @@ def _plain_errors() -> Iterator[None]:
         raise
 
 
-def register_resolvers() -> None:
-    """``nasrl_run_dir``/``nasrl_config_subdir``: a resumed run writes into its own folder, and the config
-    of the resuming command goes to ``.hydra_resume/<time>`` so the run's ``.hydra/`` stays as it was."""
+def register_configs() -> None:
+    """The typed configs (``conf/schema.py``) and the resolvers the configs use. ``nasrl_run_dir`` and
+    ``nasrl_config_subdir``: a resumed run writes into its own folder, and the config of the resuming
+    command goes to ``.hydra_resume/<time>`` so the run's ``.hydra/`` stays as it was."""
+    from nasrl.conf.schema import register_configs as register_schemas
+
+    register_schemas()
     if not OmegaConf.has_resolver("nasrl_run_dir"):
         OmegaConf.register_new_resolver("nasrl_run_dir", lambda resume, new: new if resume is None else resume)
     if not OmegaConf.has_resolver("nasrl_config_subdir"):
@@ -99,36 +105,81 @@ def register_resolvers() -> None:
         )
 
 
-def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The saved config of the run in ``cfg.resume``, with this command's ``search.*`` overrides applied."""
-    run_dir = Path(cfg.resume)
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not (saved.exists() and (run_dir / "checkpoint.pt").exists()):
-        raise ValueError(
-            f"resume={cfg.resume}: not a nasrl run folder (expected .hydra/config.yaml and checkpoint.pt in it)"
-        )
-    old = OmegaConf.load(saved)
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
-    last = {o.lstrip("+~").split("=", 1)[0]: o for o in overrides if "=" in o}  # the last one of a key wins
-    refused = []
-    for key, o in last.items():
-        if key.startswith(RESUMABLE_OVERRIDES):
-            continue
-        value = o.split("=", 1)[1]
-        if key in choices:  # a config group choice such as env=synthetic
-            if str(choices[key]) != value:
-                refused.append(o)
-            continue
-        new_value = OmegaConf.select(OmegaConf.from_dotlist([o.lstrip("+~")]), key)
-        if OmegaConf.select(old, key, default=None) != new_value:
-            refused.append(o)
-    if refused:
-        raise ValueError(
-            "resume continues a run with its saved config; only search.* and cache.* settings can change, "
-            f"got {refused}"
-        )
-    changed = [o for k, o in last.items() if k.startswith(("search.", "cache."))]
-    merged = OmegaConf.merge(old, OmegaConf.from_dotlist(changed))
-    merged.resume = str(run_dir)
-    return merged
+def report(text: str, err: bool = False) -> None:
+    """Print ``text`` (to stderr with ``err``) and keep it in the run folder's log (``RUN/train.log``; the
+    ``nasrl`` logger writes to that file only, see ``hydra.job_logging`` in ``conf/config.yaml``)."""
+    print(text, file=sys.stderr if err else sys.stdout)
+    logging.getLogger("nasrl").info(text.strip())
+
+
+# --- bad input: one line, before anything runs ---------------------------------------------------------------
+
+
+def one_line_error(exc: BaseException) -> str:
+    """The message the entry points exit with: ``error: ...`` on one line, naming the key, the value and
+    what is accepted where the exception knows them."""
+    cause = exc.__cause__ if isinstance(exc, HydraException) and exc.__cause__ is not None else exc
+    text = _config_error(exc, cause) if isinstance(cause, OmegaConfBaseException) else str(exc)
+    text = text.split("Config search path")[0]  # Hydra's list of where it looked, for a missing group option
+    text = text.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
+    text = " ".join(w for w in text.split() if not w.startswith("base_"))  # schemas, not options to pick
+    return "error: " + text
+
+
+def _config_error(exc: BaseException, cause: OmegaConfBaseException) -> str:
+    """An unknown key or a wrong type, found while Hydra merged a command-line override."""
+    key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    message = str(getattr(cause, "msg", "") or cause).split("\n")[0]
+    first = str(exc).split("\n")[0]
+    override = first.removeprefix("Error merging override ") if first.startswith("Error merging override ") else ""
+    if "not in" in message or "is not in struct" in message:
+        schema = getattr(cause, "object_type", None)
+        names = [f.name for f in dataclasses.fields(schema) if f.name != "_target_"] if schema else []
+        accepted = f"; the settings there are {names}" if names else ""
+        return f"{key}: unknown setting{accepted}"
+    if "could not be converted to" in message:
+        wanted = message.rsplit(" ", 1)[-1].lower()
+        value = override.split("=", 1)[-1] if override else message.split("'")[1]
+        return f"{key} must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {value!r}"
+    return f"{override}: {message}" if override else message
+
+
+_full_trace = False  # HYDRA_FULL_ERROR=1 was set by the user: show traces, not one line
+
+
+@contextmanager
+def stops_on_bad_input() -> Iterator[None]:
+    """Inside an entry point's job: bad input found by our code (a ``ValueError`` or one of its kinds, a
+    search that cannot go on) ends the command with one ``error: ...`` line and exit status 1."""
+    try:
+        yield
+    except (ValueError, SearchError, InstantiationException, gym.error.Error) as exc:
+        if _full_trace:
+            raise
+        sys.exit(one_line_error(exc))
+
+
+def run_app(hydra_main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function as a command. Bad input that Hydra finds while it composes the
+    config (an unknown key, a wrong type, a missing group option) ends in one ``error: ...`` line and exit
+    status 1, as :func:`stops_on_bad_input` does for what our code finds; ``HYDRA_FULL_ERROR=1`` shows the
+    full trace instead. Ctrl-C and SIGTERM raise ``KeyboardInterrupt``, also when the shell started us with
+    SIGINT ignored (a background job)."""
+    global _full_trace
+    full_trace = _full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if full_trace:
+            raise
+        sys.exit(one_line_error(exc))
+    finally:
+        if not full_trace:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.policy import Policy, TokenSpec, valid_actions
+from nasrl.controller.policy import Policy, TokenSpec, valid_actions
 
 
 class EvolutionPolicy(Policy):
@@ -34,7 +34,7 @@ class EvolutionPolicy(Policy):
                 f"evolution needs population_size >= 1 and 1 <= sample_size <= population_size, "
                 f"got {population_size} and {sample_size}"
             )
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= population_size:
+        if not 1 <= batch_size <= population_size:
             raise ValueError(
                 f"evolution's batch_size must be an integer from 1 to population_size={population_size}, "
                 f"got {batch_size!r}"

@@ -10,15 +10,15 @@ Logits are shaped as in ENAS, ``tanh_constant * tanh(logits / temperature)``, an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from controller.policy import Policy, TokenSpec
-from controller.reinforce import Reinforce
+from nasrl.controller.policy import Policy, TokenSpec
+from nasrl.controller.reinforce import Reinforce
 
 Step = tuple[int, int, int, int, tuple[int, ...]]  # decision, layer, source, prev_token, action mask
 
@@ -58,8 +58,10 @@ class LSTMController(nn.Module):
     def initial_state(self) -> dict[str, Any]:
         """An episode's acting state; it holds numpy views of the weights, which the update changes in place
         and which stay fixed during an episode."""
-        weights = {name: p.detach().numpy() for name, p in self.named_parameters() if not name.startswith("heads")}
-        weights["heads"] = [(head.weight.detach().numpy(), head.bias.detach().numpy()) for head in self.heads]
+        weights: dict[str, Any] = {
+            name: p.detach().numpy() for name, p in self.named_parameters() if not name.startswith("heads")
+        }
+        weights["heads"] = [(head.weight.detach().numpy(), head.bias.detach().numpy()) for head in self.heads]  # type: ignore[operator]
         return {"weights": weights, "hc": None, "anchors": {}, "prev_type": None}
 
     def _skip_logit(self, anchor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +127,22 @@ class LSTMPolicy(Policy):
     Acting runs without gradients; at each update the batch's episodes are replayed with gradients.
     With ``replay_top_k`` > 0 the update also replays the best architectures seen so far (self-imitation).
     The pending episodes are plain data, so a checkpoint taken between two episodes is exact.
+
+    Args (``controller.*`` on the command line; these defaults are the command line's, tuned on
+    NAS-Bench-201, see the README):
+        hidden_size: LSTM units (ENAS: 64; Zoph & Le: 35).
+        num_layers: stacked LSTM layers (ENAS: 1; Zoph & Le: 2).
+        temperature: logits are divided by this before the tanh shaping.
+        tanh_constant: logits = tanh_constant * tanh(logits / temperature) (ENAS: 1.5 macro, 2.5 micro);
+            None disables the shaping.
+        lr: Adam learning rate (ENAS: 0.001 to 0.0035).
+        baseline_decay: b <- decay * b + (1 - decay) * R after each episode.
+        entropy_weight: weight of the entropy bonus on an episode's summed entropy (ENAS: 0.0001).
+        grad_clip: gradient-norm clipping; 0 disables.
+        batch_size: M, architectures per REINFORCE update (and per round of children trained at once).
+        replay_top_k: self-imitation (Oh et al. 2018): each update also replays the k best architectures
+            so far; 0 disables.
+        replay_weight: weight of that term, -replay_weight * mean[max(R - b, 0) * log pi].
     """
 
     def __init__(
@@ -140,7 +158,6 @@ class LSTMPolicy(Policy):
         entropy_weight: float = 2e-2,
         grad_clip: float = 5.0,
         batch_size: int = 1,
-        reward_transform: str | Callable[[float], float] = "identity",
         replay_top_k: int = 1,
         replay_weight: float = 1.0,
     ) -> None:
@@ -149,7 +166,7 @@ class LSTMPolicy(Policy):
             raise ValueError(f"controller batch_size must be a positive integer, got {batch_size!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
-        if isinstance(replay_top_k, bool) or not isinstance(replay_top_k, int) or replay_top_k < 0:
+        if replay_top_k < 0:
             raise ValueError(f"controller replay_top_k must be an integer >= 0 (0 disables), got {replay_top_k!r}")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the global RNG
             torch.manual_seed(seed)
@@ -163,7 +180,6 @@ class LSTMPolicy(Policy):
             baseline_decay=baseline_decay,
             entropy_weight=entropy_weight,
             grad_clip=grad_clip,
-            reward_transform=reward_transform,
             replay_weight=replay_weight,
         )
         self.replay_top_k = replay_top_k

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.policy import Policy, TokenSpec, valid_actions
+from nasrl.controller.policy import Policy, TokenSpec, valid_actions
 
 
 class RandomPolicy(Policy):

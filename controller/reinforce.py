@@ -3,46 +3,46 @@
 loss = -mean_m[(R_m - b) * sum_t log pi(a_t)] - entropy_weight * mean_m[sum_t H_t]
        [- replay_weight * mean_e[max(R_e - b, 0) * sum_t log pi(a_t)]]
 
-with b an exponential moving average of the (transformed) rewards, taken before the batch it scores. The
+with b an exponential moving average of the rewards, taken before the batch it scores. The
 last term, present when the policy passes earlier episodes e (the LSTM's best so far, ``replay_top_k``),
 replays those that beat the baseline: the self-imitation term of Oh et al. (2018).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from env.rewards import get_reward_transform
-
 
 class Reinforce:
-    """Turns a batch of (log-probability, entropy, reward) episodes into one Adam step on ``params``."""
+    """Turns a batch of (log-probability, entropy, reward) episodes into one Adam step on ``params``.
+
+    The settings have no defaults here: the policy that owns the optimizer passes its own (for the LSTM,
+    :class:`~nasrl.controller.lstm.LSTMPolicy`'s arguments, the command line's ``controller.*``). The reward
+    is the environment's, already transformed there (``env.reward_transform``)."""
 
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
-        baseline_decay: float = 0.95,
-        entropy_weight: float = 1e-4,
-        grad_clip: float = 5.0,
-        reward_transform: str | Callable[[float], float] = "identity",
-        replay_weight: float = 1.0,
+        *,
+        lr: float,
+        baseline_decay: float,
+        entropy_weight: float,
+        grad_clip: float,
+        replay_weight: float,
     ) -> None:
         if not lr > 0:
             raise ValueError(f"controller lr must be positive, got {lr!r}")
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay!r}")
-        if isinstance(replay_weight, bool) or not isinstance(replay_weight, (int, float)) or not replay_weight >= 0:
+        if not replay_weight >= 0:
             raise ValueError(f"controller replay_weight must be a number >= 0, got {replay_weight!r}")
         self.params = list(params)
         self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)  # one kernel: 4x faster on small nets
         self.baseline_decay = baseline_decay
         self.entropy_weight = entropy_weight
         self.grad_clip = grad_clip
-        self.reward_transform = get_reward_transform(reward_transform)
         self.replay_weight = replay_weight
         self.baseline: float | None = None
 
@@ -54,9 +54,9 @@ class Reinforce:
         replay_log_probs: torch.Tensor | None = None,
         replay_rewards: list[float] | None = None,
     ) -> dict[str, float]:
-        """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and raw ``rewards``;
+        """One step from per-episode summed ``log_probs`` and ``entropies`` (shape (M,)) and ``rewards``;
         ``replay_log_probs`` / ``replay_rewards``: earlier episodes for the self-imitation term."""
-        r = torch.tensor([self.reward_transform(x) for x in rewards], dtype=torch.float32)
+        r = torch.tensor(rewards, dtype=torch.float32)
         if self.baseline is None:  # start from the first batch's mean, not 0, to avoid a huge first advantage
             self.baseline = float(r.mean())
         advantage = r - self.baseline
@@ -64,7 +64,7 @@ class Reinforce:
         entropy = entropies.mean()
         loss = policy_loss - self.entropy_weight * entropy
         if replay_log_probs is not None and replay_rewards:
-            r_replay = torch.tensor([self.reward_transform(x) for x in replay_rewards], dtype=torch.float32)
+            r_replay = torch.tensor(replay_rewards, dtype=torch.float32)
             loss = loss - self.replay_weight * ((r_replay - self.baseline).clamp(min=0) * replay_log_probs).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

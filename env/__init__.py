@@ -1,21 +1,21 @@
-"""nasrl environments: ``import env`` registers them with Gymnasium.
+"""nasrl environments: ``import nasrl.env`` registers them with Gymnasium.
 
 - ``nasrl/ChildNet-v0``: each step emits one layer hyperparameter; the last step trains the child
-  network and rewards its validation accuracy (:class:`env.childnet.ChildNetEnv`).
+  network and rewards its validation accuracy (:class:`nasrl.env.childnet.ChildNetEnv`).
 - ``nasrl/NASBench201-v0``: the NAS-Bench-201 cell, rewarded from a lookup table
-  (:class:`env.nb201.NASBench201Env`; pass ``table=PATH``).
+  (:class:`nasrl.env.nb201.NASBench201Env`; pass ``table=PATH``).
 """
 
 from gymnasium.envs.registration import register, registry
 
-from env.childnet import ChildNetEnv
-from env.evaluation import ChildTrainer, EvalResult, TokenMatchEvaluator
-from env.space import Architecture, SearchSpace, SpaceError, load_space
+from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluation import ChildTrainer, EvalResult, TokenMatchEvaluator
+from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
 
 if "nasrl/ChildNet-v0" not in registry:
-    register(id="nasrl/ChildNet-v0", entry_point="env.childnet:ChildNetEnv")
+    register(id="nasrl/ChildNet-v0", entry_point="nasrl.env.childnet:ChildNetEnv")
 if "nasrl/NASBench201-v0" not in registry:
-    register(id="nasrl/NASBench201-v0", entry_point="env.nb201:NASBench201Env")
+    register(id="nasrl/NASBench201-v0", entry_point="nasrl.env.nb201:NASBench201Env")
 
 __all__ = [
     "Architecture",

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from env.evaluation import EvalResult
+from nasrl.env.evaluation import EvalResult
 
 
 def cache_key(space: dict[str, Any], fingerprint: dict[str, Any], tokens: tuple[int, ...], seed: int) -> str:

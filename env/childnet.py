@@ -30,18 +30,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from env.cache import EvaluationCache, cache_key
-from env.evaluation import ChildTrainer, Evaluator
-from env.parallel import InProcessRunner, Job, safe_evaluate
-from env.rewards import get_reward_transform
-from env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
+from nasrl.env.cache import EvaluationCache, cache_key
+from nasrl.env.evaluation import ChildTrainer, Evaluator
+from nasrl.env.parallel import InProcessRunner, Job, safe_evaluate
+from nasrl.env.rewards import get_reward_transform
+from nasrl.env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
 class ChildNetEnv(gym.Env):
     """A Gymnasium environment whose episodes emit an architecture token by token.
 
     Args:
-        space: search space name (``conf/space/NAME.yaml``), YAML path, dict or :class:`SearchSpace`.
+        space: search space name (``env/spaces/NAME.yaml``), YAML path, dict or :class:`SearchSpace`.
         evaluator: object with ``evaluate(arch, seed)``; default trains the child with :class:`ChildTrainer`.
         dataset: data set for the default evaluator (name or ``load_dataset`` kwargs).
         training: keyword arguments of the default :class:`ChildTrainer` (epochs, lr, batch_size, ...).

@@ -113,7 +113,7 @@ def _mnist1d(root: Path) -> Arrays:
     arrays = {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
     root.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
     os.replace(tmp, cache)
     return arrays["x"][:, None, :], arrays["y"], arrays["x_test"][:, None, :], arrays["y_test"]
 

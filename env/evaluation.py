@@ -10,8 +10,10 @@ of how long ``arch`` takes to evaluate: parallel runners start a round's most ex
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -19,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from env.data import Dataset, load_dataset
-from env.networks import build_network, count_parameters
-from env.space import Architecture
+from nasrl.env.data import Dataset, load_dataset
+from nasrl.env.networks import build_network, count_parameters
+from nasrl.env.space import Architecture
 
 
 @dataclass
@@ -45,12 +47,36 @@ class Evaluator(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
 
 
+# A child whose forward pass costs fewer floating-point operations per example trains faster on one torch
+# thread than on two, alone and more so beside other work (README, "Threads"; scripts/bench_threads.py).
+SMALL_CHILD_FLOPS = 1e6
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset restrict)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous number."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class ChildTrainer:
     """Trains the child network on the train split and scores it on the validation split.
 
     The budget is ``epochs`` passes over the training data, or ``max_steps`` optimizer steps if set.
-    ``seed`` fixes the weight initialisation and the data order, so one seed gives one result on CPU.
-    A loss that turns NaN or infinite ends training with a failed result, never an exception.
+    ``seed`` fixes the weight initialisation and the data order, so one seed gives one result on CPU
+    for a given number of torch threads (which changes the order of floating-point sums, so the result
+    records it as ``metrics["torch_threads"]``). ``num_threads=None`` chooses it by the rule of
+    :meth:`threads_for`. A loss that turns NaN or infinite ends training with a failed result, never an
+    exception.
     """
 
     def __init__(
@@ -70,9 +96,9 @@ class ChildTrainer:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
+            if value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer or null, got {max_steps!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
@@ -121,9 +147,22 @@ class ChildTrainer:
         per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)
         return self.max_steps if self.max_steps is not None else per_epoch * self.epochs
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def threads_for(self, arch: Architecture) -> int:
+        """Torch threads for training ``arch``: ``num_threads`` if set; else one for a small child (under
+        :data:`SMALL_CHILD_FLOPS` per example), and for a larger one the threads its runner gives each child
+        (all cores in the search's process, cores / workers in a worker process, Ray's cpus_per_child)."""
         if self.num_threads is not None:
-            torch.set_num_threads(self.num_threads)
+            return self.num_threads
+        return 1 if self.cost(arch) < SMALL_CHILD_FLOPS else torch.get_num_threads()
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        threads = self.threads_for(arch)
+        with torch_threads(threads):
+            result = self._evaluate(arch, seed)
+        result.metrics["torch_threads"] = threads
+        return result
+
+    def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         start = time.perf_counter()
         # fork_rng: child training must not move the caller's torch random state.
         with torch.random.fork_rng(devices=[]):

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from env.childnet import ChildNetEnv
-from env.evaluation import EvalResult
-from env.space import NB201_OPS, Architecture
+from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluation import EvalResult
+from nasrl.env.space import NB201_OPS, Architecture
 
 OPS = NB201_OPS
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to node, from node), in the string's order

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from env.space import Architecture
+from nasrl.env.space import Architecture
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -44,9 +45,10 @@ class ConvChildNet(nn.Module):
         self.layers = nn.ModuleList()
         for i, spec in enumerate(arch.layers):
             c_in = sum(channels[j] for j in self.inputs[i]) if self.inputs[i] else in_channels
+            kernel: Any  # an int (1-D) or a (height, width) pair (2-D), as Conv1d / Conv2d take them
             if dims == 1:
-                kernel: int | tuple[int, int] = spec.get("kernel_size", 3)
-                padding: int | tuple[int, int] = kernel // 2  # type: ignore[operator]
+                kernel = spec.get("kernel_size", 3)
+                padding: Any = kernel // 2
             else:
                 kernel = (spec.get("filter_height", 3), spec.get("filter_width", 3))
                 padding = (kernel[0] // 2, kernel[1] // 2)
@@ -57,7 +59,7 @@ class ConvChildNet(nn.Module):
             ]
             pool = spec.get("pool", "none")
             if pool != "none":
-                pool_cls = {
+                pool_cls: dict[int, dict[str, Any]] = {
                     1: {"max": nn.MaxPool1d, "avg": nn.AvgPool1d},
                     2: {"max": nn.MaxPool2d, "avg": nn.AvgPool2d},
                 }

@@ -17,7 +17,6 @@ idle, and pass each result on as soon as it is known. A child whose worker dies 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -25,8 +24,8 @@ from typing import Any
 
 import torch
 
-from env.evaluation import EvalResult, Evaluator
-from env.space import Architecture
+from nasrl.env.evaluation import EvalResult, Evaluator, available_cores, torch_threads
+from nasrl.env.space import Architecture
 
 Job = tuple[Architecture, int]  # (architecture, child seed)
 OnResult = Callable[[int, EvalResult], None] | None  # called with (job index, result) as soon as a result is known
@@ -64,7 +63,7 @@ def worker_died(attempts: int, detail: str) -> EvalResult:
 
 
 class InProcessRunner:
-    """Trains the jobs one after another in this process."""
+    """Trains the jobs one after another in this process, each with up to all cores' torch threads."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
@@ -72,7 +71,8 @@ class InProcessRunner:
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         results = []
         for i, (arch, seed) in enumerate(jobs):
-            results.append(safe_evaluate(self.evaluator, arch, seed))
+            with torch_threads(available_cores()):  # the search loop itself runs on one thread
+                results.append(safe_evaluate(self.evaluator, arch, seed))
             if on_result is not None:
                 on_result(i, results[-1])
         return results
@@ -105,7 +105,7 @@ class ProcessRunner:
     def __init__(self, evaluator: Evaluator, workers: int, threads_per_worker: int | None = None, max_retries: int = 2):
         self.evaluator = evaluator
         self.workers = workers
-        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads_per_worker or max(1, available_cores() // workers)
         self.max_retries = max_retries
         self._pool: ProcessPoolExecutor | None = None
 
@@ -124,9 +124,11 @@ class ProcessRunner:
                 if not self._run_together(jobs, [i], results, on_result):
                     break
             else:
-                results[i] = worker_died(1 + self.max_retries, "BrokenProcessPool: its worker process was killed")
+                results[i] = died = worker_died(
+                    1 + self.max_retries, "BrokenProcessPool: its worker process was killed"
+                )
                 if on_result is not None:
-                    on_result(i, results[i])
+                    on_result(i, died)
         return results  # type: ignore[return-value]
 
     def _run_together(
@@ -141,12 +143,12 @@ class ProcessRunner:
         for future in as_completed(futures):
             i = futures[future]
             try:
-                results[i] = future.result()
+                results[i] = result = future.result()
             except BrokenProcessPool:
                 lost.append(i)
                 continue
             if on_result is not None:
-                on_result(i, results[i])
+                on_result(i, result)
         self._restart_if_broken()
         return sorted(lost)
 
@@ -229,12 +231,13 @@ class RayRunner:
             (ref,), pending = self.ray.wait(pending, num_returns=1)
             i = refs[ref]
             try:
-                results[i] = self.ray.get(ref)
+                result = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
                 detail = " ".join(str(exc).split())[:300]
-                results[i] = worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
+                result = worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
+            results[i] = result
             if on_result is not None:
-                on_result(i, results[i])
+                on_result(i, result)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

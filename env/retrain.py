@@ -10,7 +10,6 @@ split).
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import time
@@ -22,10 +21,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from env.data import Dataset
-from env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, train_model
-from env.networks import build_network, count_parameters
-from env.space import Architecture, SearchSpace, SpaceError, load_space
+from nasrl.controller.runfolder import SearchError, read_config, read_history
+from nasrl.env.data import Dataset
+from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, train_model
+from nasrl.env.networks import build_network, count_parameters
+from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
 
 MODEL_FORMAT = 1
 
@@ -46,7 +46,7 @@ class Recipe:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"retrain.{key} must be a positive integer, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
@@ -65,6 +65,7 @@ class Retrained:
     params: int
     seconds: float
     curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_accuracy
+    threads: int  # torch threads it trained with: the result depends on them
 
 
 class RetrainError(ValueError):
@@ -144,8 +145,7 @@ def _tokens_from_run(text: str) -> tuple[list[int], Path, str]:
     if path.suffix == ".csv":
         if row_index is None:
             raise RetrainError(f"arch={text}: name a row, e.g. {text}:0 (the index column of history.csv)")
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("index") == str(row_index)]
+        rows = [r for r in read_history(path) if r.get("index") == str(row_index)]
         if not rows:
             raise RetrainError(f"{path} has no architecture with index {row_index}")
         return [int(t) for t in rows[0]["tokens"].split()], path.parent, f"{path}:{row_index}"
@@ -153,13 +153,13 @@ def _tokens_from_run(text: str) -> tuple[list[int], Path, str]:
 
 
 def _run_config(run_dir: Path) -> Any:
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
+    try:
+        return read_config(run_dir)
+    except SearchError:
         raise RetrainError(
             f"{run_dir} has no .hydra/config.yaml, so its space and data set are unknown; "
             "give them with space=NAME dataset={name:DATASET}"
-        )
-    return OmegaConf.load(path)
+        ) from None
 
 
 def _run_dataset(run_cfg: Any) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def _run_dataset(run_cfg: Any) -> dict[str, Any]:
     if evaluator is None or "dataset" not in evaluator:
         raise RetrainError(
             f"the run's environment ({run_cfg.env.get('_target_')}) does not train children on a data set "
-            "(a lookup table?), so there is nothing to retrain; retrain runs of env.ChildNetEnv"
+            "(a lookup table?), so there is nothing to retrain; retrain runs of nasrl.env.ChildNetEnv"
         )
     return OmegaConf.to_container(evaluator.dataset, resolve=True)  # type: ignore[return-value]
 
@@ -228,7 +228,8 @@ def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, lo
     if failure:
         raise RetrainError(f"training diverged: {failure}; try a lower retrain.lr")
     model.eval()
-    return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), time.perf_counter() - start, curve)
+    seconds, threads = time.perf_counter() - start, torch.get_num_threads()
+    return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), seconds, curve, threads)
 
 
 def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset, **extra: Any) -> None:

@@ -1,6 +1,6 @@
 """Search spaces: YAML data that lists the decisions of a network, and the token protocol over it.
 
-A space file (``conf/space/*.yaml``) looks like::
+A space file (``env/spaces/*.yaml``, shipped with the package, or any path) looks like::
 
     name: cnn1d
     network: cnn1d            # which builder in env/networks.py turns an architecture into a module
@@ -19,12 +19,13 @@ allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that ``env.n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "conf" / "space"
+SHIPPED_SPACES = files("nasrl.env") / "spaces"  # found through the package, so a wheel works from any folder
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
 POOLS = ("none", "max", "avg")
@@ -257,19 +258,19 @@ class SearchSpace:
 
 
 def load_space(space: str | Path | dict[str, Any] | SearchSpace) -> SearchSpace:
-    """Load a space by name (``conf/space/NAME.yaml``), from a YAML path, or from a dict; validate it."""
+    """Load a space by name (one of :func:`shipped_spaces`, ``env/spaces/NAME.yaml``), from a YAML path, or
+    from a dict; validate it."""
     if isinstance(space, SearchSpace):
         return space
     if isinstance(space, dict):
         return _parse(dict(space), "<dict>")
     text = str(space)
-    path = Path(text)
+    path: Any = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.exists()):
-        path = SPACE_DIR / f"{text}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
-            raise SpaceError(f"unknown search space '{text}': accepted are {known} or a path to a YAML file")
-    if not path.exists():
+        path = SHIPPED_SPACES / f"{text}.yaml"
+        if not path.is_file():
+            raise SpaceError(f"unknown search space '{text}': accepted are {shipped_spaces()} or a path to a YAML file")
+    if not path.is_file():
         raise SpaceError(f"search space file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
@@ -278,6 +279,11 @@ def load_space(space: str | Path | dict[str, Any] | SearchSpace) -> SearchSpace:
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: expected a mapping with keys {list(TOP_LEVEL_KEYS)}, got {type(data).__name__}")
     return _parse(data, str(path))
+
+
+def shipped_spaces() -> list[str]:
+    """Names of the spaces that ship with nasrl."""
+    return sorted(p.name.removesuffix(".yaml") for p in SHIPPED_SPACES.iterdir() if p.name.endswith(".yaml"))
 
 
 def _parse(data: dict[str, Any], source: str) -> SearchSpace:
@@ -341,7 +347,7 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
     return SearchSpace(
         name=name,
         network=network,
-        depths=tuple(depths),
+        depths=tuple(depths),  # type: ignore[arg-type]  # checked above: positive integers
         layer_decisions=decisions,
         skip_connections=skip,
         head_pool=head_pool,

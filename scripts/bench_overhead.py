@@ -19,29 +19,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from controller.build import build_env, build_policy  # noqa: E402
-from controller.search import run_search  # noqa: E402
-from env.networks import build_network  # noqa: E402
-from env.parallel import make_runner  # noqa: E402
+from nasrl.controller.build import build_env, build_policy, register_configs
+from nasrl.controller.search import run_search
+from nasrl.env.networks import build_network
+from nasrl.env.parallel import make_runner
 
 # The plain CNN of the README (4 conv layers of 64 filters, kernel 5, strides 1,2,1,2) in cnn1d tokens.
 PLAIN_CNN = [3, 4, 1, 0, 0, 1, 4, 1, 1, 0, 0, 1, 4, 1, 0, 0, 0, 0, 1, 4, 1, 1, 0]
 
 
 def config(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    register_configs()
+    with initialize_config_module("nasrl.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -175,8 +171,8 @@ def bench_d(budget: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trained = []
         for _ in range(2):
-            cfg = config("controller=random", "env.evaluator.epochs=2")
-            env = build_env(cfg.env, cache_path=f"{tmp}/shared.sqlite")
+            cfg = config("controller=random", "env.evaluator.epochs=2", f"env.cache={tmp}/shared.sqlite")
+            env = build_env(cfg.env)
             policy = build_policy(cfg.controller, env, seed=0)
             state = run_search(env, policy, budget=budget, max_episodes=10 * budget, seed=0)
             trained.append(sum(1 for r in state.history if not r["cached"] and not r["reused"]))

@@ -1,6 +1,9 @@
 """Compare search strategies over many seeds on a tabular environment (NAS-Bench-201 by default).
 
-    python scripts/benchmark.py env.table=../shared/data/nb201/cifar10.csv benchmark.seeds=100 benchmark.budget=200
+    nasrl-benchmark env.table=../shared/data/nb201/cifar10.csv benchmark.seeds=100 benchmark.budget=200
+
+(``python scripts/benchmark.py`` is the same command.) Each search goes through ``run_search``, the loop of
+``nasrl-train``, in a worker process with one torch thread.
 
 Writes into its run folder: summary.json (per strategy and budget: mean, std and n of each reported
 column of the architecture with the best reward seen), summary.md (the same as a table, with the
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from controller.build import build_env, build_policy, one_line_error, seed_everything
-from controller.search import run_search
+from nasrl.controller.build import (
+    build_env,
+    build_policy,
+    register_configs,
+    report,
+    run_app,
+    seed_everything,
+    stops_on_bad_input,
+)
+from nasrl.controller.search import run_search
 
 
 def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict], dict]:
@@ -151,22 +161,24 @@ def plot_curves(path: Path, curves: dict, column: str, published: dict) -> None:
     plt.close(fig)
 
 
-@hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+@hydra.main(config_path="pkg://nasrl.conf", config_name="benchmark", version_base="1.3")
+def benchmark(cfg: DictConfig) -> None:
+    with stops_on_bad_input():
+        _benchmark(cfg)
+
+
+def _benchmark(cfg: DictConfig) -> None:
     bench = cfg.benchmark
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     unknown = [s for s in bench.strategies if s not in cfg.strategies]
     if unknown:
-        sys.exit(f"error: benchmark.strategies names {unknown}, accepted are {list(cfg.strategies)}")
+        raise ValueError(f"benchmark.strategies names {unknown}, accepted are {list(cfg.strategies)}")
     report_at = [b for b in bench.report_at if b <= bench.budget] or [bench.budget]
     columns = list(cfg.env.get("reported_columns", []))
     if not columns:
-        sys.exit("error: the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
+        raise ValueError("the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    try:
-        build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
-    except ValueError as exc:
-        sys.exit(one_line_error(exc))
+    build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
     tasks = [
         (
             name,
@@ -210,8 +222,14 @@ def main(cfg: DictConfig) -> None:
         run_dir / "summary.md", out["summary"], columns, report_at, bench.baseline, published, settings, effort
     )
     plot_curves(run_dir / "curves.png", out["curves"], columns[0], published)
-    print((run_dir / "summary.md").read_text())
-    print(f"{len(tasks)} searches in {seconds:.0f} s; run folder: {run_dir}")
+    report((run_dir / "summary.md").read_text())
+    report(f"{len(tasks)} searches in {seconds:.0f} s; run folder: {run_dir}")
+
+
+def main() -> None:
+    """The console script ``nasrl-benchmark``."""
+    register_configs()
+    run_app(benchmark)
 
 
 if __name__ == "__main__":

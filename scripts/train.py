@@ -1,108 +1,108 @@
-"""Run an architecture search.
+"""Run an architecture search (``nasrl-train``; ``python scripts/train.py`` is the same command).
 
-    python scripts/train.py                                   # defaults: controller=lstm env=mnist1d
-    python scripts/train.py controller.lr=3e-3 search.budget=20 seed=3
-    python scripts/train.py -m seed=0,1,2                     # a sweep, one run folder per job
-    python scripts/train.py resume=outputs/2026-11-28/12-00-00  # continue a run in place
+    nasrl-train                                         # defaults: controller=lstm env=mnist1d
+    nasrl-train controller.lr=3e-3 search.budget=20 seed=3
+    nasrl-train -m seed=0,1,2                           # a sweep, one run folder per job
+    nasrl-train resume=outputs/2026-11-28/12-00-00      # continue a run in place
 
-Everything about a run lands in its Hydra run folder: .hydra/ (config), history.csv, best.json,
-checkpoint.pt, cache.sqlite and TensorBoard events under tb/.
+Everything about a run lands in its Hydra run folder: .hydra/ (config), train.log (what it printed),
+history.csv, best.json, checkpoint.pt, cache.sqlite and TensorBoard events under tb/.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+import contextlib
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from controller.build import (
+from nasrl.controller.build import (
     build_env,
     build_policy,
     build_runner,
-    one_line_error,
-    register_resolvers,
-    resume_config,
+    register_configs,
+    report,
+    run_app,
     seed_everything,
+    stops_on_bad_input,
 )
-from controller.search import SearchError, run_search
-
-register_resolvers()
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+from nasrl.controller.runfolder import resume_config
+from nasrl.controller.search import run_search
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    try:
-        search(cfg)
-    except (ValueError, SearchError, InstantiationException, gym.error.Error) as exc:
-        # bad settings, space, data, table, checkpoint or _target_: one line, no trace from deep inside
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        sys.exit(one_line_error(exc))
-
-
+@hydra.main(config_path="pkg://nasrl.conf", config_name="config", version_base="1.3")
 def search(cfg: DictConfig) -> None:
+    with stops_on_bad_input():
+        _search(cfg)
+
+
+def _search(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     resuming = cfg.resume is not None
     if resuming:
-        cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
+        cfg = resume_config(cfg.resume, list(hydra_cfg.overrides.task))
     run_dir = Path(hydra_cfg.runtime.output_dir)
 
+    hparams = {
+        "controller": cfg.controller._target_.rsplit(".", 1)[-1],
+        "env": cfg.env._target_.rsplit(".", 1)[-1],
+        "seed": cfg.seed,
+        "search.budget": cfg.search.budget,
+        **{f"controller.{k}": v for k, v in cfg.controller.items() if k != "_target_"},
+        **{f"env.{k}": v for k, v in OmegaConf.to_container(cfg.env).items() if not isinstance(v, (dict, list))},
+    }
     seed_everything(cfg.seed)
-    env = build_env(cfg.env, run_dir, cfg.get("cache", {}).get("path"))
-    policy = build_policy(cfg.controller, env, cfg.seed)
-    runner = build_runner(cfg.search, env)
-    hparams = {f"controller.{k}": v for k, v in cfg.controller.items() if k != "_target_"}
-    hparams.update({"seed": cfg.seed, "search.budget": cfg.search.budget, "env.space": cfg.env.get("space", "")})
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
-    try:
-        state = run_search(
-            env,
-            policy,
-            budget=cfg.search.budget,
-            max_episodes=cfg.search.max_episodes,
-            seed=cfg.seed,
-            run_dir=run_dir,
-            resume=resuming,
-            max_consecutive_failures=cfg.search.max_consecutive_failures,
-            max_minutes=cfg.search.max_minutes,
-            progress=cfg.search.progress,
-            hparams=hparams,
-            runner=runner,
-            workers=cfg.search.workers,
-        )
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: every finished architecture is in {run_dir / 'history.csv'} and the checkpoint.\n"
-            f"resume with: python scripts/train.py resume={run_dir}",
-            file=sys.stderr,
-        )
-        sys.exit(130)
-    finally:
-        if runner is not None:
-            runner.close()
-        env.close()
+    with contextlib.ExitStack() as cleanup:
+        try:  # an interrupt at any moment, data loading included, leaves a folder that resume continues
+            env = build_env(cfg.env, run_dir)
+            cleanup.callback(env.close)
+            policy = build_policy(cfg.controller, env, cfg.seed)
+            runner = build_runner(cfg.search, env)
+            if runner is not None:
+                cleanup.callback(runner.close)
+            state = run_search(
+                env,
+                policy,
+                budget=cfg.search.budget,
+                max_episodes=cfg.search.max_episodes,
+                seed=cfg.seed,
+                run_dir=run_dir,
+                resume=resuming,
+                max_consecutive_failures=cfg.search.max_consecutive_failures,
+                max_minutes=cfg.search.max_minutes,
+                progress=cfg.search.progress,
+                hparams=hparams,
+                runner=runner,
+                workers=cfg.search.workers,
+            )
+        except KeyboardInterrupt:
+            report(
+                f"\ninterrupted: every finished architecture is in {run_dir / 'history.csv'} and the checkpoint.\n"
+                f"resume with: nasrl-train resume={run_dir}",
+                err=True,
+            )
+            sys.exit(130)
 
     best = state.best
-    print(f"best architecture: {best['architecture']}")
-    print(f"tokens: {best['tokens']}")
-    print(
+    assert best is not None
+    for line in (
+        f"best architecture: {best['architecture']}",
+        f"tokens: {best['tokens']}",
         f"validation accuracy: {best['val_accuracy']:.4f} (reward {best['reward']:.4f}), "
-        f"{best['params']:,} parameters, found at episode {best['episode']}"
-    )
-    print(f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s")
-    print(f"run folder: {run_dir}")
+        f"{best['params']:,} parameters, found at episode {best['episode']}",
+        f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
+        f"run folder: {run_dir}",
+    ):
+        report(line)
+
+
+def main() -> None:
+    """The console script ``nasrl-train``."""
+    register_configs()
+    run_app(search)
 
 
 if __name__ == "__main__":

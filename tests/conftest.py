@@ -1,18 +1,37 @@
-"""Shared test helpers: a tiny synthetic space, random valid token sequences, and running the scripts."""
+"""Shared test helpers: a tiny synthetic space, random valid token sequences, and running the commands."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from env.space import SearchSpace
+from nasrl.env.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
+_SCRATCH = Path(tempfile.mkdtemp(prefix="nasrl-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never touch the user's home folder: MNIST-1D's cache, matplotlib's and anything else that
+    writes under HOME go to a scratch folder of this session (inherited by the processes tests start)."""
+    os.environ["HOME"] = str(_SCRATCH / "home")
+    os.environ["NASRL_DATA"] = str(_SCRATCH / "data")
+    os.environ["MPLCONFIGDIR"] = str(_SCRATCH / "matplotlib")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
+
 
 # 10 decisions of 5 choices each: 5**10 (9.7 million) architectures, for controller tests without training.
 TOY_SPACE = {
@@ -45,17 +64,40 @@ def chain_cnn1d_tokens(space: SearchSpace, layers: list[dict]) -> list[int]:
     return tokens
 
 
-def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600, env: dict | None = None):
-    """Run ``scripts/<script>`` as a user would, in ``cwd``; return the CompletedProcess."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+def run_script(
+    script: str, *overrides: str, cwd: Path, timeout: float = 600, env: dict | None = None, in_process: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the command of ``scripts/<script>`` (``nasrl-train`` for train.py) with ``overrides`` in ``cwd``, as
+    a user would; return a CompletedProcess. In this process by default (the same code as the console
+    script, without paying seconds of imports per call); ``in_process=False`` starts a real process, for
+    what only a process shows (exit codes of the interpreter, signals, a fresh import)."""
+    full_env = {"HYDRA_FULL_ERROR": "0", **(env or {})}
+    if not in_process:
+        args = [sys.executable, str(ROOT / "scripts" / script), *overrides]
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **full_env})  # fmt: skip
+    module = importlib.import_module(f"nasrl.scripts.{script.removesuffix('.py')}")
+    out, err = io.StringIO(), io.StringIO()
+    saved = (sys.argv, os.getcwd(), dict(os.environ), list(sys.path))
+    sys.argv = [f"nasrl-{script.removesuffix('.py')}", *overrides]
+    os.environ.update(full_env)
+    sys.path[:0] = [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.chdir(cwd)
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main()
+            except SystemExit as exc:
+                if isinstance(exc.code, str):  # sys.exit("error: ..."): the interpreter would print it
+                    print(exc.code, file=sys.stderr)
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, cwd_before, environ, sys.path[:] = saved[0], saved[1], saved[2], saved[3]
+        os.chdir(cwd_before)
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

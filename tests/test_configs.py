@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from controller.build import build_env, build_policy, register_resolvers
-from controller.policy import Policy
-from env.data import DataError
+from nasrl.controller.build import build_env, build_policy, register_configs
+from nasrl.controller.policy import Policy
+from nasrl.env.data import DataError
 
 CONTROLLERS = sorted(p.stem for p in (ROOT / "conf" / "controller").glob("*.yaml"))
 ENVS = sorted(p.stem for p in (ROOT / "conf" / "env").glob("*.yaml"))
@@ -18,8 +18,8 @@ SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
 
 
 def composed(*overrides: str):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    register_configs()
+    with initialize_config_module("nasrl.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -30,7 +30,7 @@ def test_the_groups_ship_what_the_readme_promises() -> None:
 
 def test_defaults_are_lstm_on_mnist1d() -> None:
     cfg = composed()
-    assert cfg.controller._target_ == "controller.lstm.LSTMPolicy"
+    assert cfg.controller._target_ == "nasrl.controller.lstm.LSTMPolicy"
     assert cfg.env.evaluator.dataset.name == "mnist1d" and cfg.env.space == "cnn1d"
     assert cfg.hydra.run.dir.startswith("outputs/")
 

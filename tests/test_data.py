@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from env.data import IDX_FILES, DataError, load_dataset
+from nasrl.env.data import IDX_FILES, DataError, load_dataset
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import env as nasrl_env
+import nasrl.env as nasrl_env
 from conftest import chain_cnn1d_tokens
-from env import ChildNetEnv, ChildTrainer, TokenMatchEvaluator, load_space
+from nasrl.env import ChildNetEnv, ChildTrainer, TokenMatchEvaluator, load_space
 
 FAST = {"dataset": "mnist1d", "training": {"max_steps": 30, "batch_size": 64}}
 

@@ -13,19 +13,20 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from controller.search import SearchError, _atomic_write
-from env import ChildNetEnv, ChildTrainer, load_space
+from nasrl.controller.runfolder import _atomic_write
+from nasrl.controller.search import SearchError
+from nasrl.env import ChildNetEnv, ChildTrainer, load_space
 
 SYNTH = ["env=synthetic", "search.progress=false"]
 
 
 def refused(tmp_path: Path, *overrides: str) -> str:
-    """Run train.py, expect a non-zero exit with a short message; return stderr."""
+    """Run nasrl-train, expect exit status 1 with one line ``error: ...``; return it."""
     result = run_script("train.py", f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
     assert not (tmp_path / "run" / "history.csv").exists()  # stopped before any episode
-    return result.stderr
+    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -40,11 +41,29 @@ def refused(tmp_path: Path, *overrides: str) -> str:
         (["env._target_=gymnasium.make", "+env.id=nasrl/Nope-v0"], "Nope"),
         (["search.workers=0"], "search.workers must be a positive integer, got 0"),
         (["search.backend=slurm"], "search.backend must be one of ['local', 'ray'], got 'slurm'"),
+        # wrong types and unknown keys, found by the typed configs while Hydra composes
+        (["controller.batch_size=2.5"], "controller.batch_size must be an integer, got '2.5'"),
+        (["controller.lr=abc"], "controller.lr must be a float, got 'abc'"),
+        (["env=mnist1d", "env.evaluator.epochs=true"], "env.evaluator.epochs must be an integer, got 'true'"),
+        (["search.budjet=5"], "search.budjet: unknown setting; the settings there are ['budget', 'max_episodes'"),
+        (["controller=evolution", "controller.batch_size=2.5"], "controller.batch_size must be an integer"),
+        (["space=mlp"], "space: unknown setting; the settings there are ['controller', 'env', 'seed'"),
     ],
 )
 def test_bad_settings_stop_before_training_with_one_line(tmp_path, overrides, expected) -> None:
     err = refused(tmp_path, *SYNTH, *overrides)
     assert expected in err, err[-2000:]
+
+
+def test_the_console_script_refuses_an_unknown_key_in_one_line_on_stderr(tmp_path) -> None:
+    nasrl_train = Path(sys.executable).parent / "nasrl-train"
+    result = subprocess.run([str(nasrl_train), "search.budjet=5"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: search.budjet: unknown setting; the settings there are ['budget', 'max_episodes', "
+        "'max_consecutive_failures', 'max_minutes', 'progress', 'workers', 'backend', 'max_retries', 'ray']"
+    ]
+    assert not list(tmp_path.iterdir())  # nothing ran: not even a run folder
 
 
 def test_a_malformed_space_file_is_refused_naming_the_file(tmp_path) -> None:
@@ -88,7 +107,7 @@ def test_resume_refuses_a_checkpoint_from_another_search_space(tmp_path) -> None
 def test_resume_refuses_changed_settings_other_than_search(tmp_path) -> None:
     run = small_run(tmp_path, "run", "search.budget=3")
     result = run_script("train.py", f"resume={run}", "controller.lr=0.1", cwd=tmp_path)
-    assert result.returncode != 0 and "only search.* and cache.* settings can change" in result.stderr
+    assert result.returncode != 0 and "only search.* settings and env.cache can change" in result.stderr
 
 
 def test_exploding_weights_are_a_recorded_failure() -> None:
@@ -99,9 +118,9 @@ def test_exploding_weights_are_a_recorded_failure() -> None:
 
 
 def test_many_failures_in_a_row_stop_the_search_naming_the_reasons(tmp_path) -> None:
-    from controller.policy import TokenSpec
-    from controller.random_search import RandomPolicy
-    from controller.search import run_search
+    from nasrl.controller.policy import TokenSpec
+    from nasrl.controller.random_search import RandomPolicy
+    from nasrl.controller.search import run_search
 
     class Broken:
         def evaluate(self, arch, seed):

@@ -12,11 +12,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from conftest import ROOT, run_script
-from controller.evolution import EvolutionPolicy
-from controller.policy import TokenSpec
-from controller.random_search import RandomPolicy
-from controller.search import run_search
-from env.nb201 import EDGES, NUM_CELLS, OPS, NASBench201Env, TableError, arch_string, parse_arch_string
+from nasrl.controller.evolution import EvolutionPolicy
+from nasrl.controller.policy import TokenSpec
+from nasrl.controller.random_search import RandomPolicy
+from nasrl.controller.search import run_search
+from nasrl.env.nb201 import EDGES, NUM_CELLS, OPS, NASBench201Env, TableError, arch_string, parse_arch_string
 
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
 needs_shared_table = pytest.mark.skipif(not SHARED_TABLE.exists(), reason=f"{SHARED_TABLE} is absent")

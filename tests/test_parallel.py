@@ -13,12 +13,12 @@ import pytest
 from test_train import history, train
 
 from conftest import TOY_SPACE, run_script
-from controller.policy import TokenSpec
-from controller.random_search import RandomPolicy
-from controller.search import run_search
-from env import ChildNetEnv, EvalResult, TokenMatchEvaluator
-from env.cache import EvaluationCache
-from env.parallel import ProcessRunner, longest_first, make_runner
+from nasrl.controller.policy import TokenSpec
+from nasrl.controller.random_search import RandomPolicy
+from nasrl.controller.search import run_search
+from nasrl.env import ChildNetEnv, EvalResult, TokenMatchEvaluator
+from nasrl.env.cache import EvaluationCache
+from nasrl.env.parallel import ProcessRunner, longest_first, make_runner
 
 KILL_TOKENS = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # the toy-space architecture whose worker dies
 
@@ -189,6 +189,7 @@ def test_ray_asked_for_without_ray_installed_is_a_one_line_error(tmp_path) -> No
         "search.backend=ray",
         cwd=tmp_path,
         env={"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+        in_process=False,  # this process has imported the real Ray already
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert 'pip install -e ".[ray]"' in result.stderr.strip().splitlines()[-1]
@@ -236,7 +237,7 @@ def test_a_writer_killed_mid_write_leaves_the_cache_readable(tmp_path) -> None:
 @pytest.mark.slow
 def test_a_repeated_search_against_the_same_cache_trains_nothing(tmp_path) -> None:
     shared = tmp_path / "shared.sqlite"
-    common = ["search.budget=4", "seed=3", f"cache.path={shared}"]
+    common = ["search.budget=4", "seed=3", f"env.cache={shared}"]
     train(tmp_path / "first", *common, cwd=tmp_path)
     train(tmp_path / "again", *common, cwd=tmp_path)
     first, again = history(tmp_path / "first", drop=()), history(tmp_path / "again", drop=())

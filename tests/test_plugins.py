@@ -10,7 +10,7 @@ import pytest
 from conftest import run_script
 
 USER_POLICY = '''
-from controller.policy import Policy, valid_actions
+from nasrl.controller.policy import Policy, valid_actions
 
 
 class AlwaysLast(Policy):
@@ -66,7 +66,7 @@ def test_a_policy_that_does_not_fit_the_settings_gets_a_hint(tmp_path) -> None:
 
 def test_maskable_ppo_trains_on_the_env_unchanged() -> None:
     sb3_contrib = pytest.importorskip("sb3_contrib")
-    from env import ChildNetEnv, TokenMatchEvaluator
+    from nasrl.env import ChildNetEnv, TokenMatchEvaluator
 
     env = ChildNetEnv(space="mlp", evaluator=TokenMatchEvaluator([4, 0, 1, 2, 3]))
     model = sb3_contrib.MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, seed=0, verbose=0)

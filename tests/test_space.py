@@ -8,8 +8,8 @@ import torch
 import yaml
 
 from conftest import random_tokens
-from env.networks import build_network
-from env.space import SPACE_DIR, SpaceError, load_space
+from nasrl.env.networks import build_network
+from nasrl.env.space import SHIPPED_SPACES, SpaceError, load_space, shipped_spaces
 
 INPUTS = {"cnn1d": [(1, 40), (1, 8, 8)], "cnn2d": [(3, 16, 16), (1, 8, 8)], "mlp": [(1, 40), (3, 8, 8)]}
 
@@ -29,7 +29,7 @@ def test_random_sequences_build_networks_that_run_forward_and_backward(name: str
 
 
 def test_every_shipped_space_file_loads_and_is_large() -> None:
-    names = sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+    names = shipped_spaces()
     assert {"cnn1d", "cnn2d", "mlp"} <= set(names)
     for name in names:
         space = load_space(name)
@@ -85,7 +85,7 @@ def test_mlp_depth_is_searched_with_units() -> None:
     ],
 )
 def test_malformed_space_is_refused_naming_file_key_and_accepted(tmp_path, change, key, accepted) -> None:
-    data = yaml.safe_load((SPACE_DIR / "cnn1d.yaml").read_text())
+    data = yaml.safe_load((SHIPPED_SPACES / "cnn1d.yaml").read_text())
     change(data)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(data))

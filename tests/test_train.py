@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from gated import wait_for
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_script
@@ -106,36 +108,56 @@ def test_a_run_stopped_after_two_updates_and_resumed_matches_an_uninterrupted_on
     assert len(trained) == len(set(trained)) == 8  # nothing trained twice
 
 
-@pytest.mark.slow
-def test_sigint_during_a_search_keeps_everything_and_resume_matches(tmp_path) -> None:
-    for steps in (60, 300):  # children slow enough that the search is still running when the signal comes
-        common = ["controller.batch_size=2", "seed=4", f"env.evaluator.max_steps={steps}"]
-        run = tmp_path / f"run{steps}"
-        command = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *FAST_CHILD]
-        proc = subprocess.Popen(
-            [*command, "search.budget=10", *common],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait for two updates (4 episodes with batch_size=2)
-            if (run / "history.csv").exists() and len((run / "history.csv").read_text().splitlines()) > 5:
-                break
-            time.sleep(0.05)
-        if proc.poll() is None:
-            break
-        proc.communicate()  # finished before the signal could be sent: try again with slower children
+GATED = ["env=synthetic", "env.evaluator._target_=gated.GatedEvaluator", "search.progress=false"]
+
+
+def start_gated_search(run: Path, gate: Path, *overrides: str, hold: int) -> subprocess.Popen:
+    """nasrl-train in a real process (signals need one) with SIGINT ignored, as a shell's background job
+    starts it; its child number ``hold`` waits until the test lets it go (``tests/gated.py``)."""
+    gate.mkdir()
+    (gate / f"hold-{hold}").touch()
+    command = [str(Path(sys.executable).parent / "nasrl-train"), f"hydra.run.dir={run}", *GATED, *overrides]
+    env = {**os.environ, "NASRL_TEST_GATE": str(gate), "PYTHONPATH": str(ROOT / "tests")}
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    return subprocess.Popen(command, cwd=run.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=ignore_sigint)  # fmt: skip
+
+
+def gated_run(run: Path, *overrides: str) -> None:
+    """The same search, uninterrupted (nothing held)."""
+    run.parent.joinpath(f"{run.name}-gate").mkdir(exist_ok=True)
+    env = {"NASRL_TEST_GATE": str(run.parent / f"{run.name}-gate"), "PYTHONPATH": str(ROOT / "tests")}
+    result = run_script("train.py", f"hydra.run.dir={run}", *GATED, *overrides, cwd=run.parent, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("hold", [0, 5])  # before the first child finishes; mid-search, after two updates
+def test_sigint_keeps_everything_and_the_printed_command_resumes_to_the_same_result(tmp_path, hold) -> None:
+    common = ["controller.batch_size=2", "seed=4", "search.budget=10"]
+    run, gate = tmp_path / "run", tmp_path / "gate"
+    proc = start_gated_search(run, gate, *common, hold=hold)
+    wait_for(gate / f"started-{hold}", proc)  # the search is training child number `hold`
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert f"resume with: python scripts/train.py resume={run}" in err
-    done = len(history(run))
-    assert 4 <= done < 10
-    train(run, f"resume={run}", "search.budget=10", *common, cwd=tmp_path)
-    train(tmp_path / "full", "search.budget=10", *common, cwd=tmp_path)
+    command = f"nasrl-train resume={run}"
+    assert f"resume with: {command}" in err
+    assert len(history(run)) == (hold // 2) * 2  # the finished rounds of 2, nothing of the one in flight
+    (gate / f"hold-{hold}").unlink()
+    gated_run(run, *command.split()[1:])
+    gated_run(tmp_path / "full", *common)
     assert history(run) == history(tmp_path / "full")
+    assert (run / "checkpoint.pt").exists()
+
+
+def test_sigterm_stops_as_cleanly_as_ctrl_c(tmp_path) -> None:
+    run, gate = tmp_path / "run", tmp_path / "gate"
+    proc = start_gated_search(run, gate, "search.budget=4", hold=2)
+    wait_for(gate / "started-2", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"resume with: nasrl-train resume={run}" in err, err[-2000:]
+    assert len(history(run)) == 2  # LSTM batch 1: two rounds finished
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path) -> None:
@@ -163,4 +185,42 @@ def test_a_multirun_sweep_gives_one_run_folder_per_job(tmp_path) -> None:
     assert history(tmp_path / "sweep" / "0") != history(tmp_path / "sweep" / "1")
     targets = {(tmp_path / "sweep" / job / ".hydra" / "config.yaml").read_text().split("_target_: ")[1].split()[0]
                for job in ("0", "1", "2", "3")}  # fmt: skip
-    assert targets == {"controller.lstm.LSTMPolicy", "controller.random_search.RandomPolicy"}
+    assert targets == {"nasrl.controller.lstm.LSTMPolicy", "nasrl.controller.random_search.RandomPolicy"}
+
+
+def test_one_seed_gives_one_history_through_every_entry_point(tmp_path) -> None:
+    """nasrl-train, nasrl-benchmark's searches and run_search called directly share one loop path."""
+    from test_configs import composed
+
+    from nasrl.controller.build import build_env, build_policy, seed_everything
+    from nasrl.controller.search import run_search
+    from nasrl.scripts.benchmark import search_once
+
+    overrides = ["env=synthetic", "controller.batch_size=2", "seed=7"]
+    train(tmp_path / "cli", *overrides, "search.budget=12", cwd=tmp_path)
+    cli = history(tmp_path / "cli")
+
+    cfg = composed(*overrides)
+    seed_everything(7)
+    env = build_env(cfg.env)
+    state = run_search(env, build_policy(cfg.controller, env, 7), budget=12, max_episodes=800, seed=7)
+    direct = [{k: str(v) for k, v in row.items() if k in cli[0]} for row in state.history]
+    assert direct == cli
+
+    env_cfg, controller_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg.env, cfg.controller))
+    _, _, rewards, _, _ = search_once(("lstm", controller_cfg, env_cfg, 7, 12, 800))
+    assert rewards == [float(r["reward"]) for r in cli if r["reused"] == "0"]
+
+
+def test_a_run_written_before_the_nasrl_package_name_still_resumes(tmp_path) -> None:
+    common = ["env=synthetic", "seed=2", "controller.batch_size=2"]
+    train(tmp_path / "full", *common, "search.budget=6", cwd=tmp_path)
+    old = tmp_path / "old"
+    train(old, *common, "search.budget=4", cwd=tmp_path)
+    config = old / ".hydra" / "config.yaml"  # as the code before commit f308264's successor wrote it
+    text = config.read_text().replace("_target_: nasrl.", "_target_: ")
+    text = text.replace("  replay_weight: 1.0\n", "  replay_weight: 1.0\n  reward_transform: identity\n")
+    config.write_text(text + "cache:\n  path: null\n")
+    assert "_target_: env.childnet.ChildNetEnv" in config.read_text()
+    train(old, f"resume={old}", "search.budget=6", cwd=tmp_path)
+    assert history(old) == history(tmp_path / "full")

@@ -1,0 +1,185 @@
+"""Typed configs: the schema that every YAML file in ``conf/`` is merged onto.
+
+Hydra structured configs (dataclasses in Hydra's ConfigStore), so a wrong type or an unknown key stops a
+command while its config is composed, before anything runs. Each YAML file starts from one of the
+``base_*`` schemas below (its ``defaults`` list) and keeps only its comments and what differs.
+
+The schema of a class that Hydra builds (a ``_target_``: policies, environments, evaluators) is read off
+its constructor by :func:`schema_of`: names, types and defaults live once, in the signature, so the
+Python API and the command line cannot disagree. The sections of the entry points themselves
+(``search``, ``benchmark``, ``retrain``) are plain dataclasses here.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+PRIMITIVES = (int, float, bool, str)
+
+
+def _config_type(hint: Any) -> Any:
+    """The OmegaConf field type for a signature's type hint: primitives, Optional and lists of them are
+    checked; anything else (paths, objects, unions of several kinds) is Any, left to the constructor."""
+    if hint in PRIMITIVES:
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            inner = _config_type(rest[0])
+            return Any if inner is Any else Optional[inner]
+        return Any
+    if origin in (list, tuple, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return list[item] if item in PRIMITIVES else Any  # type: ignore[valid-type]
+    return Any
+
+
+def schema_of(
+    target: Any,
+    *,
+    exclude: tuple[str, ...] = (),
+    types_: dict[str, Any] | None = None,
+    with_target: bool = True,
+) -> type:
+    """A dataclass whose fields are the keyword parameters of ``target`` (a class or function), with their
+    defaults, and ``_target_`` naming it. ``types_`` replaces the type (and default) of some fields:
+    ``{"dataset": DatasetConfig}``, or ``{"table": (str, MISSING)}``."""
+    function = target.__init__ if inspect.isclass(target) else target
+    hints = typing.get_type_hints(function)
+    fields: list[tuple[str, Any, Any]] = []
+    if with_target:
+        fields.append(("_target_", str, field(default=f"{target.__module__}.{target.__qualname__}")))
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in ("self", *exclude) or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
+        kind = _config_type(hints.get(name, Any))
+        override = (types_ or {}).get(name)
+        if isinstance(override, tuple):
+            kind, default = override
+        elif dataclasses.is_dataclass(override):
+            kind, default = override, None
+        elif override is not None:
+            kind = override
+        if dataclasses.is_dataclass(kind) and default is None:
+            fields.append((name, kind, field(default_factory=kind)))  # type: ignore[arg-type]
+        elif isinstance(default, (list, tuple, dict)):
+            value: Any = list(default) if isinstance(default, tuple) else default
+            fields.append((name, kind, field(default_factory=_constant(value))))
+        else:
+            fields.append((name, kind, field(default=default)))
+    return dataclasses.make_dataclass(f"{target.__name__}Config", fields)
+
+
+def _constant(value: Any) -> Any:
+    """A default factory for a mutable default (a dataclass field cannot hold a list itself)."""
+    return lambda: value
+
+
+# --- the sections of the entry points ---------------------------------------------------------------------
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # null: start a local Ray; auto: join this node's cluster; ray://HOST:10001
+    num_cpus: int | None = None  # CPUs of a local Ray (null: all of this machine)
+    cpus_per_child: int = 1  # CPUs (and torch threads) each child asks for
+
+
+@dataclass
+class SearchConfig:
+    budget: int = 80  # distinct architectures to evaluate (a re-sampled one reuses its result, does not count)
+    max_episodes: int = 800  # cap on episodes, reused ones included, so a converged policy cannot loop forever
+    max_consecutive_failures: int = 20  # stop when this many children in a row fail (NaN loss, exceptions)
+    max_minutes: float | None = 12.0  # wall-clock cap over all sessions of the run, checked between rounds
+    progress: bool = True  # progress bar on stderr
+    workers: int = 1  # children trained at once (the controller proposes a round of them)
+    backend: str = "local"  # local: worker processes on this machine; ray: Ray tasks
+    max_retries: int = 2  # a child whose worker process dies is retried this often, then recorded as failed
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass
+class TrainConfig:
+    """``conf/config.yaml``: ``nasrl-train`` / ``scripts/train.py``."""
+
+    controller: Any = MISSING
+    env: Any = MISSING
+    seed: int = 0  # seeds the controller, the environment's child seeds and every RNG
+    resume: str | None = None  # a run folder to continue in place
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class BenchmarkSettings:
+    strategies: list[str] = field(default_factory=lambda: ["lstm", "random", "evolution"])
+    seeds: int = 100  # independent searches per strategy (first_seed .. first_seed + seeds - 1)
+    first_seed: int = 0  # tune on other seeds (e.g. 1000) than the ones you report
+    budget: int = 200  # distinct evaluations per search
+    report_at: list[int] = field(default_factory=lambda: [25, 50, 100, 200])
+    max_episodes_factor: int = 20  # a search stops after max_episodes_factor * budget episodes
+    workers: int = 2  # processes
+    baseline: str = "random"  # the strategy every other one is tested against (Welch's t-test)
+    published: dict[str, Any] = field(default_factory=dict)  # published numbers shown beside ours
+
+
+@dataclass
+class BenchmarkConfig:
+    """``conf/benchmark.yaml``: ``nasrl-benchmark`` / ``scripts/benchmark.py``."""
+
+    env: Any = MISSING
+    strategies: dict[str, Any] = field(default_factory=dict)
+    benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (the entry points and tests call this before composing)."""
+    from nasrl.controller.evolution import EvolutionPolicy
+    from nasrl.controller.lstm import LSTMPolicy
+    from nasrl.controller.random_search import RandomPolicy
+    from nasrl.env.childnet import ChildNetEnv
+    from nasrl.env.data import load_dataset
+    from nasrl.env.evaluation import ChildTrainer, TokenMatchEvaluator
+    from nasrl.env.nb201 import NASBench201Env
+    from nasrl.env.retrain import Recipe
+
+    dataset = schema_of(load_dataset, with_target=False)
+    trainer = schema_of(ChildTrainer, types_={"dataset": dataset})
+    env_common = {"space": Any, "reward_transform": str, "cache": Optional[str]}
+    policy = ("spec", "seed")  # given by the search, not by the config
+    store = ConfigStore.instance()
+    store.store(group="controller", name="base_lstm", node=schema_of(LSTMPolicy, exclude=policy))
+    store.store(group="controller", name="base_random", node=schema_of(RandomPolicy, exclude=policy))
+    store.store(group="controller", name="base_evolution", node=schema_of(EvolutionPolicy, exclude=policy))
+    for name, evaluator in (("base_childnet", trainer), ("base_synthetic", schema_of(TokenMatchEvaluator))):
+        node = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": evaluator})
+        store.store(group="env", name=name, node=node)
+    nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str})
+    store.store(group="env", name="base_nb201", node=nb201)
+    store.store(name="base_train", node=TrainConfig)
+    store.store(name="base_benchmark", node=BenchmarkConfig)
+    store.store(name="base_retrain", node=_retrain_config(dataset, Recipe))
+
+
+def _retrain_config(dataset: type, recipe: type) -> type:
+    """``conf/retrain.yaml``: ``nasrl-retrain`` / ``scripts/retrain.py``."""
+    return dataclasses.make_dataclass(
+        "RetrainAppConfig",
+        [
+            ("arch", Any, field(default=MISSING)),  # RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens
+            ("space", Optional[str], field(default=None)),  # null: the search run's space (cnn1d for tokens)
+            ("dataset", Optional[dataset], field(default=None)),  # null: the search run's data set
+            ("seed", int, field(default=0)),
+            ("retrain", recipe, field(default_factory=recipe)),
+        ],
+    )

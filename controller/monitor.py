@@ -1,0 +1,84 @@
+"""What a person watches during a search: TensorBoard events under ``RUN/tb`` and a progress bar.
+
+The TensorBoard tags are a documented interface (README, "Monitoring in TensorBoard"); this is the one
+module that writes them. All scalars share one global step, the number of episodes played.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nasrl.controller.policy import Policy
+from nasrl.controller.runfolder import SearchState
+
+
+class Monitor:
+    """TensorBoard (with ``run_dir``), a tqdm bar (with ``progress``) and, at :meth:`close`, the hparams."""
+
+    def __init__(
+        self,
+        run_dir: Path | None,
+        state: SearchState,
+        budget: int,
+        max_minutes: float | None = None,
+        progress: bool = False,
+        hparams: dict[str, Any] | None = None,
+    ) -> None:
+        self.max_minutes = max_minutes
+        self.hparams = hparams
+        self.writer: Any = None
+        self.bar: Any = None
+        if run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events logged after the checkpoint by an interrupted session
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.episode or None)
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=budget, initial=state.distinct, desc="architectures", unit="arch",
+                            dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+
+    def episode(self, state: SearchState, row: dict[str, Any], metrics: dict[str, float], policy: Policy) -> None:
+        """Log the episode that just ended (``row``) and the policy's update metrics, if it updated."""
+        best = state.best
+        assert best is not None
+        if self.bar is not None:
+            self.bar.n = state.distinct
+            postfix = {"best": f"{best['reward']:.4f}", "episodes": state.episode}
+            if self.max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
+                postfix["time_cap_left"] = f"{max(0.0, self.max_minutes - state.elapsed / 60):.1f}min"
+            self.bar.set_postfix(postfix)
+        if self.writer is None:
+            return
+        step, add = state.episode, self.writer.add_scalar
+        add("search/reward", row["reward"], step)
+        add("search/best_reward", best["reward"], step)
+        add("search/val_accuracy", row["val_accuracy"], step)
+        add("search/distinct_architectures", state.distinct, step)
+        add("search/archs_per_hour", state.distinct / max(state.elapsed, 1e-9) * 3600, step)
+        add("child/params", row["params"], step)
+        add("child/train_seconds", row["seconds"], step)
+        if best is row:
+            text = f"{row['architecture']} (reward {row['reward']:.4f})"
+            self.writer.add_text("search/best_architecture", text, step)
+        for name, value in metrics.items():
+            add(f"controller/{name}", value, step)
+        if metrics:
+            for decision, probs in policy.choice_probabilities().items():
+                labels = policy.spec.choice_labels[policy.spec.decision_names.index(decision)]
+                for label, p in zip(labels, probs):
+                    add(f"policy/{decision}/{label}", p, step)
+
+    def close(self, state: SearchState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is None:
+            return
+        best = state.best
+        if best is not None and self.hparams is not None:
+            clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
+            metrics = {"hparam/best_reward": best["reward"], "hparam/best_val_accuracy": best["val_accuracy"]}
+            self.writer.add_hparams(clean, metrics, run_name=".", global_step=state.episode)
+        self.writer.close()

@@ -1,0 +1,299 @@
+"""The run folder: the one module that writes and reads its files.
+
+A search's Hydra run folder holds ``.hydra/config.yaml`` (the composed config), ``history.csv`` (a row per
+episode, appended as it ends), ``best.json`` (rewritten when it changes), ``checkpoint.pt`` (policy,
+random states and the loop's state, rewritten atomically after every round and once before the first)
+and ``cache.sqlite`` (every child result, ``env/cache.py``). ``retrain``, the resume of ``nasrl-train``
+and the result scripts read runs through the functions at the end of this module, which also read folders
+written before the package was called ``nasrl`` (see :func:`read_config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from nasrl.controller.policy import Policy
+
+HISTORY_COLUMNS = [
+    "index",  # number of the distinct architecture (a reused row repeats the first one's index)
+    "episode",
+    "tokens",
+    "architecture",
+    "reward",
+    "val_accuracy",
+    "params",
+    "seconds",  # child training seconds spent for this episode (0 when reused or cached)
+    "reused",  # 1: sampled before in this run, its recorded result was reused without training
+    "cached",  # 1: the result came from the evaluation cache (another run, or a resumed round): not trained now
+    "failed",
+    "reason",
+    "metrics",  # JSON of extra numbers the evaluator reported (e.g. NAS-Bench-201 accuracies, torch threads)
+]
+CHECKPOINT_VERSION = 1
+# info keys that have a column of their own, or that are not numbers to keep in ``metrics``
+_NOT_METRICS = {"architecture", "tokens", "arch", "val_accuracy", "params", "train_seconds", "failed", "reason"}
+_NOT_METRICS |= {"reused", "cached", "deferred", "child_seed"}
+
+
+class SearchError(RuntimeError):
+    """A search that cannot go on (too many failed children, an unusable checkpoint or run folder)."""
+
+
+@dataclass
+class SearchState:
+    """Everything the loop itself accumulates; saved in the checkpoint."""
+
+    episode: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0  # wall seconds over all sessions of the run
+    consecutive_failures: int = 0
+
+    @property
+    def distinct(self) -> int:
+        return sum(1 for row in self.history if not row["reused"])
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        rows = [r for r in self.history if not r["failed"]] or self.history
+        return max(rows, key=lambda r: r["reward"]) if rows else None
+
+    def add(self, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+        """Record the episode that just ended (its last step's reward and info) and return its history row."""
+        tokens = " ".join(str(t) for t in info["tokens"])
+        first = next((r for r in self.history if r["tokens"] == tokens), None)
+        row = {
+            "index": first["index"] if first else self.distinct,
+            "episode": self.episode,
+            "tokens": tokens,
+            "architecture": info.get("architecture", tokens),
+            "reward": float(reward),
+            "val_accuracy": float(info.get("val_accuracy", reward)),
+            "params": int(info.get("params", 0)),
+            "seconds": 0.0 if first or info.get("cached") else float(info.get("train_seconds", 0.0)),
+            "reused": int(first is not None),
+            "cached": int(bool(info.get("cached", False))),
+            "failed": int(bool(info.get("failed", False))),
+            "reason": str(info.get("reason", "")),
+            "metrics": json.dumps(
+                {k: v for k, v in info.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
+            ),
+            "arch": info.get("arch"),
+        }
+        self.history.append(row)
+        self.episode += 1
+        self.consecutive_failures = self.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
+        return row
+
+
+class RunFolder:
+    """Writes a search's files; every write leaves a complete file, whenever the process is killed."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.history = self.path / "history.csv"
+        self.checkpoint = self.path / "checkpoint.pt"
+
+    def start(self, policy: Policy, resume: bool) -> SearchState:
+        """The state to continue from: the checkpoint's (``resume``; restores ``policy`` and the random states)
+        or a new one. Either way the files then agree with the state, and a checkpoint exists, so a search
+        interrupted before its first child finished can be resumed too."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = load_checkpoint(self.checkpoint, policy) if resume and self.checkpoint.exists() else SearchState()
+        _atomic_write(self.history, lambda fh: fh.write(_csv([_HEADER, *state.history]).encode()))
+        self.save(policy, state)
+        return state
+
+    def record(self, row: dict[str, Any], best: dict[str, Any]) -> None:
+        """Append an episode's row; rewrite ``best.json`` when this row is the best."""
+        with open(self.history, "a") as fh:
+            fh.write(_csv([row]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if best is row:
+            payload = {k: best[k] for k in ("architecture", "reward", "val_accuracy", "params", "episode", "index")}
+            payload |= {"tokens": [int(t) for t in best["tokens"].split()], "metrics": json.loads(best["metrics"])}
+            payload["arch"] = best.get("arch")
+            _atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
+
+    def save(self, policy: Policy, state: SearchState) -> None:
+        """Rewrite the checkpoint: policy, the loop's state and every random state."""
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "spec": policy.spec.__dict__,
+            "policy": policy.state_dict(),
+            "state": state.__dict__,
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        }
+        _atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))
+
+
+_HEADER = dict(zip(HISTORY_COLUMNS, HISTORY_COLUMNS))
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def load_checkpoint(path: Path, policy: Policy) -> SearchState:
+    """Restore ``policy`` and the random states from ``path``; return the loop's state. Refuses anything
+    unusable, naming what is wrong."""
+    try:
+        payload = torch.load(path, weights_only=False)
+    except Exception as exc:
+        raise SearchError(f"cannot resume: {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
+        raise SearchError(f"cannot resume: {path} is not a nasrl checkpoint of version {CHECKPOINT_VERSION}")
+    if payload["spec"] != policy.spec.__dict__:
+        saved = payload["spec"]
+        raise SearchError(
+            f"cannot resume: {path} was made for an environment with decisions {list(saved['decision_names'])} "
+            f"and K={saved['num_actions']}; the configured one has {list(policy.spec.decision_names)} and "
+            f"K={policy.spec.num_actions} (a different search space?)"
+        )
+    try:
+        policy.load_state_dict(payload["policy"])
+    except Exception as exc:
+        raise SearchError(
+            f"cannot resume: the checkpoint's policy does not fit the configured one "
+            f"(a different controller or search space, or an older nasrl?): {type(exc).__name__}: {exc}"
+        ) from None
+    random.setstate(payload["rng"]["python"])
+    np.random.set_state(payload["rng"]["numpy"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    return SearchState(**payload["state"])
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temporary file and rename, so a kill at any moment leaves the old or the new file.
+    Ctrl-C or SIGTERM during the write takes effect once it is done (see :func:`_interrupts_held`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with _interrupts_held():
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them. An interrupt raised inside a
+    library's writer (torch.save's zip file) would otherwise be replaced by that writer's own error on
+    the way out: a stack trace instead of a clean stop with the resume hint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    received: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]  # None: set outside Python
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled as usual (KeyboardInterrupt)
+
+
+# --- readers ------------------------------------------------------------------------------------------------
+
+# Settings a resumed run may change; everything else comes from the run's saved config.
+RESUMABLE_OVERRIDES = ("search.", "env.cache", "resume", "hydra.")
+_OLD_PACKAGES = ("env.", "controller.")  # import names before 0.2, when the package was not called nasrl
+
+
+def read_history(run: str | Path) -> list[dict[str, str]]:
+    """The rows of ``run/history.csv`` (or of the CSV file ``run``) as strings, in order."""
+    path = Path(run)
+    with open(path if path.suffix == ".csv" else path / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_config(run: str | Path) -> DictConfig:
+    """``run/.hydra/config.yaml``, brought up to date: ``_target_: env.X`` / ``controller.X`` (runs written
+    before the package was called ``nasrl``) become ``nasrl.env.X`` / ``nasrl.controller.X``, and the old
+    top-level ``cache.path`` becomes ``env.cache``."""
+    path = Path(run) / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise SearchError(f"{run}: not a nasrl run folder (expected .hydra/config.yaml in it)")
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+
+    def migrate(node: Any) -> None:
+        if isinstance(node, DictConfig):
+            target = node.get("_target_")
+            if isinstance(target, str) and target.startswith(_OLD_PACKAGES):
+                node._target_ = "nasrl." + target
+            for key in node:
+                migrate(node._get_node(key))
+
+    migrate(cfg)
+    if "cache" in cfg:
+        old_path = cfg.cache.get("path")
+        if old_path is not None and "env" in cfg and cfg.env.get("cache") is None:
+            cfg.env.cache = old_path
+        del cfg["cache"]
+    controller = cfg.get("controller")
+    if isinstance(controller, DictConfig) and "reward_transform" in controller:
+        if controller.reward_transform != "identity":
+            raise SearchError(
+                f"{run} transformed rewards in the controller (controller.reward_transform="
+                f"{controller.reward_transform}), which nasrl now does in the environment only "
+                "(env.reward_transform); that run cannot be resumed by this version"
+            )
+        del controller["reward_transform"]
+    return cfg
+
+
+def resume_config(run: str | Path, overrides: list[str]) -> DictConfig:
+    """The saved config of ``run``, with this command's ``search.*`` / ``env.cache`` overrides applied; any
+    other changed setting is refused (a resumed run must be the same search)."""
+    run_dir = Path(run)
+    old = read_config(run_dir)
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
+    last = {o.lstrip("+~").split("=", 1)[0]: o for o in overrides if "=" in o}  # the last one of a key wins
+    refused = []
+    for key, o in last.items():
+        if key.startswith(RESUMABLE_OVERRIDES):
+            continue
+        value = o.split("=", 1)[1]
+        if key in choices:  # a config group choice such as env=synthetic
+            if str(choices[key]) != value:
+                refused.append(o)
+            continue
+        new_value = OmegaConf.select(OmegaConf.from_dotlist([o.lstrip("+~")]), key)
+        if OmegaConf.select(old, key, default=None) != new_value:
+            refused.append(o)
+    if refused:
+        raise SearchError(
+            "resume continues a run with its saved config; only search.* settings and env.cache can change, "
+            f"got {refused}"
+        )
+    changed = [o for k, o in last.items() if k.startswith(("search.", "env.cache"))]
+    merged = OmegaConf.merge(old, OmegaConf.from_dotlist(changed))
+    assert isinstance(merged, DictConfig)
+    merged.resume = str(run_dir)
+    return merged
+
+
+def read_elapsed_minutes(run: str | Path) -> float:
+    """Wall-clock minutes the search of ``run`` spent over all its sessions (what search.max_minutes caps)."""
+    return float(torch.load(Path(run) / "checkpoint.pt", weights_only=False)["state"]["elapsed"]) / 60
