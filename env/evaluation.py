@@ -47,11 +47,6 @@ class Evaluator(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
 
 
-# A child whose forward pass costs fewer floating-point operations per example trains faster on one torch
-# thread than on two, alone and more so beside other work (README, "Threads"; scripts/bench_threads.py).
-SMALL_CHILD_FLOPS = 1e6
-
-
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset restrict)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -73,10 +68,17 @@ class ChildTrainer:
 
     The budget is ``epochs`` passes over the training data, or ``max_steps`` optimizer steps if set.
     ``seed`` fixes the weight initialisation and the data order, so one seed gives one result on CPU
-    for a given number of torch threads (which changes the order of floating-point sums, so the result
-    records it as ``metrics["torch_threads"]``). ``num_threads=None`` chooses it by the rule of
-    :meth:`threads_for`. A loss that turns NaN or infinite ends training with a failed result, never an
-    exception.
+    for a given number of torch threads, which changes the order of floating-point sums: the result
+    records it (``metrics["torch_threads"]``) and the cache key includes ``num_threads``.
+
+    ``num_threads`` (default 1): torch threads per child. One thread, because a child with more threads
+    than the cores it can have to itself slows down 3 to 80 times (two searches side by side, a busy
+    machine), and tiny children are slower on two threads even alone; ``search.workers`` uses the cores
+    instead (README, "Threads", from ``scripts/bench_threads.py``). ``None``: the threads the runner gives
+    each child (all cores with ``search.workers=1``, cores / workers in worker processes, Ray's
+    ``cpus_per_child``): about 1.5x faster for a CNN child on an idle machine.
+
+    A loss that turns NaN or infinite ends training with a failed result, never an exception.
     """
 
     def __init__(
@@ -89,7 +91,7 @@ class ChildTrainer:
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         schedule: str = "cosine",
-        num_threads: int | None = None,
+        num_threads: int | None = 1,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
@@ -102,6 +104,8 @@ class ChildTrainer:
             raise ValueError(f"max_steps must be a positive integer or null, got {max_steps!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
         if isinstance(dataset, str):
             dataset = load_dataset(dataset)
         elif isinstance(dataset, dict):
@@ -129,6 +133,7 @@ class ChildTrainer:
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "schedule": self.schedule,
+            "num_threads": self.num_threads,
         }
 
     def build(self, arch: Architecture) -> torch.nn.Module:
@@ -147,16 +152,8 @@ class ChildTrainer:
         per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)
         return self.max_steps if self.max_steps is not None else per_epoch * self.epochs
 
-    def threads_for(self, arch: Architecture) -> int:
-        """Torch threads for training ``arch``: ``num_threads`` if set; else one for a small child (under
-        :data:`SMALL_CHILD_FLOPS` per example), and for a larger one the threads its runner gives each child
-        (all cores in the search's process, cores / workers in a worker process, Ray's cpus_per_child)."""
-        if self.num_threads is not None:
-            return self.num_threads
-        return 1 if self.cost(arch) < SMALL_CHILD_FLOPS else torch.get_num_threads()
-
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        threads = self.threads_for(arch)
+        threads = self.num_threads or torch.get_num_threads()  # None: what the runner gives each child
         with torch_threads(threads):
             result = self._evaluate(arch, seed)
         result.metrics["torch_threads"] = threads

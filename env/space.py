@@ -100,11 +100,14 @@ class Architecture:
     head_pool: int = 1
 
     def describe(self) -> str:
-        """One readable line, e.g. ``0:[filters=32 activation=relu](in) 1:[filters=64 activation=relu](0)``."""
+        """One readable line, e.g. ``0:[filters=32 activation=relu](in) 1:[filters=64 activation=relu](0)``:
+        each layer with the layers it reads in parentheses (``in``: the network input). MLP layers are
+        stacked, each reading the one before it."""
         parts = []
         for i, (layer, inputs) in enumerate(zip(self.layers, self.inputs)):
             params = " ".join(f"{k}={v}" for k, v in layer.items())
-            src = ",".join(str(j) for j in inputs) if inputs else "in"
+            stacked = self.network == "mlp" and i > 0
+            src = ",".join(str(j) for j in inputs) if inputs else (str(i - 1) if stacked else "in")
             parts.append(f"{i}:[{params}]({src})")
         return " ".join(parts)
 

@@ -80,7 +80,7 @@ def test_reward_is_zero_until_the_last_step_and_info_describes_the_child() -> No
     assert rewards[:-1] == [0.0] * 4
     assert rewards[-1] == pytest.approx(3 / 5)  # 3 of 5 positions match the target
     assert info["tokens"] == [1, 2, 3, 0, 0]
-    assert info["architecture"] == "0:[units=128 activation=gelu](in) 1:[units=32 activation=relu](in)"
+    assert info["architecture"] == "0:[units=128 activation=gelu](in) 1:[units=32 activation=relu](0)"  # stacked
     assert {"val_accuracy", "params", "train_seconds", "failed", "cached"} <= set(info)
 
 
