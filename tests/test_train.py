@@ -42,6 +42,12 @@ def train(run_dir: Path, *overrides: str, cwd: Path) -> subprocess.CompletedProc
     return result
 
 
+def train_synthetic(run_dir: Path, *overrides: str) -> None:
+    """A search whose reward needs no training (env=synthetic), in ``run_dir``'s parent folder."""
+    result = run_script("train.py", f"hydra.run.dir={run_dir}", "search.progress=false", *overrides, cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def history(run_dir: Path, drop=("seconds", "cached")) -> list[dict]:
     """history.csv rows without the columns of cost: wall-clock seconds, which no two runs share, and
     cached (a resumed round reads what the interrupted one trained from the cache)."""
@@ -197,7 +203,7 @@ def test_one_seed_gives_one_history_through_every_entry_point(tmp_path) -> None:
     from nasrl.scripts.benchmark import search_once
 
     overrides = ["env=synthetic", "controller.batch_size=2", "seed=7"]
-    train(tmp_path / "cli", *overrides, "search.budget=12", cwd=tmp_path)
+    train_synthetic(tmp_path / "cli", *overrides, "search.budget=12")
     cli = history(tmp_path / "cli")
 
     cfg = composed(*overrides)
@@ -214,13 +220,13 @@ def test_one_seed_gives_one_history_through_every_entry_point(tmp_path) -> None:
 
 def test_a_run_written_before_the_nasrl_package_name_still_resumes(tmp_path) -> None:
     common = ["env=synthetic", "seed=2", "controller.batch_size=2"]
-    train(tmp_path / "full", *common, "search.budget=6", cwd=tmp_path)
+    train_synthetic(tmp_path / "full", *common, "search.budget=6")
     old = tmp_path / "old"
-    train(old, *common, "search.budget=4", cwd=tmp_path)
+    train_synthetic(old, *common, "search.budget=4")
     config = old / ".hydra" / "config.yaml"  # as the code before commit f308264's successor wrote it
     text = config.read_text().replace("_target_: nasrl.", "_target_: ")
     text = text.replace("  replay_weight: 1.0\n", "  replay_weight: 1.0\n  reward_transform: identity\n")
     config.write_text(text + "cache:\n  path: null\n")
     assert "_target_: env.childnet.ChildNetEnv" in config.read_text()
-    train(old, f"resume={old}", "search.budget=6", cwd=tmp_path)
+    train_synthetic(old, f"resume={old}", "search.budget=6")
     assert history(old) == history(tmp_path / "full")
