@@ -148,13 +148,11 @@ def register_configs() -> None:
     from nasrl.controller.lstm import LSTMPolicy
     from nasrl.controller.random_search import RandomPolicy
     from nasrl.env.childnet import ChildNetEnv
-    from nasrl.env.data import load_dataset
     from nasrl.env.evaluation import ChildTrainer, TokenMatchEvaluator
     from nasrl.env.nb201 import NASBench201Env
     from nasrl.env.retrain import Recipe
 
-    dataset = schema_of(load_dataset, with_target=False)
-    trainer = schema_of(ChildTrainer, types_={"dataset": dataset})
+    trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema()})
     env_common = {"space": Any, "reward_transform": str, "cache": Optional[str]}
     policy = ("spec", "seed")  # given by the search, not by the config
     store = ConfigStore.instance()
@@ -168,17 +166,26 @@ def register_configs() -> None:
     store.store(group="env", name="base_nb201", node=nb201)
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_benchmark", node=BenchmarkConfig)
-    store.store(name="base_retrain", node=_retrain_config(dataset, Recipe))
+    store.store(name="base_retrain", node=_retrain_config(Recipe))
 
 
-def _retrain_config(dataset: type, recipe: type) -> type:
+def dataset_schema() -> type:
+    """The keys of ``env.evaluator.dataset`` and of ``nasrl-retrain dataset=...``: ``load_dataset``'s."""
+    from nasrl.env.data import load_dataset
+
+    return schema_of(load_dataset, with_target=False)
+
+
+def _retrain_config(recipe: type) -> type:
     """``conf/retrain.yaml``: ``nasrl-retrain`` / ``scripts/retrain.py``."""
     return dataclasses.make_dataclass(
         "RetrainAppConfig",
         [
             ("arch", Any, field(default=MISSING)),  # RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens
             ("space", Optional[str], field(default=None)),  # null: the search run's space (cnn1d for tokens)
-            ("dataset", Optional[dataset], field(default=None)),  # null: the search run's data set
+            # null: the search run's data set; a mapping is checked against dataset_schema() when it is used
+            # (OmegaConf cannot merge a command-line mapping into an Optional typed field that is null)
+            ("dataset", Any, field(default=None)),
             ("seed", int, field(default=0)),
             ("retrain", recipe, field(default_factory=recipe)),
         ],

@@ -153,7 +153,7 @@ def stops_on_bad_input() -> Iterator[None]:
     search that cannot go on) ends the command with one ``error: ...`` line and exit status 1."""
     try:
         yield
-    except (ValueError, SearchError, InstantiationException, gym.error.Error) as exc:
+    except (ValueError, SearchError, InstantiationException, OmegaConfBaseException, gym.error.Error) as exc:
         if _full_trace:
             raise
         sys.exit(one_line_error(exc))

@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from nasrl.conf.schema import dataset_schema
 from nasrl.controller.build import register_configs, report, run_app, seed_everything, stops_on_bad_input
 from nasrl.env.data import load_dataset
 from nasrl.env.retrain import Recipe, resolve_architecture, retrain, save_model
@@ -34,7 +35,9 @@ def run(cfg: DictConfig) -> None:
 def _run(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     arch_setting = OmegaConf.to_container(cfg.arch) if OmegaConf.is_list(cfg.arch) else cfg.arch
-    dataset_setting = OmegaConf.to_container(cfg.dataset) if cfg.dataset is not None else None
+    dataset_setting = None
+    if cfg.dataset is not None:  # checked against load_dataset's keys and types
+        dataset_setting = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(dataset_schema()), cfg.dataset))
     recipe = OmegaConf.to_object(cfg.retrain)  # a Recipe: its range checks run here
     assert isinstance(recipe, Recipe)
     arch, dataset, source = resolve_architecture(arch_setting, cfg.space, dataset_setting)
