@@ -122,8 +122,10 @@ def one_line_error(exc: BaseException) -> str:
     text = _config_error(exc, cause) if isinstance(cause, OmegaConfBaseException) else str(exc)
     text = text.split("Config search path")[0]  # Hydra's list of where it looked, for a missing group option
     text = text.replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception", "")
-    text = " ".join(w for w in text.split() if not w.startswith("base_"))  # schemas, not options to pick
-    return "error: " + text
+    words = text.split()
+    if "Available options" in text:  # of a config group: the base_* schemas are not options to pick
+        words = [w for w in words if not w.startswith("base_")]
+    return "error: " + " ".join(words)
 
 
 def _config_error(exc: BaseException, cause: OmegaConfBaseException) -> str:
