@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 import sys
 from pathlib import Path
 
-import torch
+from nasrl.controller.runfolder import read_elapsed_minutes, read_history
 
 PUBLISHED = [("logistic regression", 32), ("MLP", 68), ("CNN", 94), ("GRU", 91), ("human", 96)]
 
@@ -23,13 +22,10 @@ def main(out: Path) -> None:
             if not result.exists():
                 continue
             accs.append(100 * json.loads(result.read_text())["test_accuracy"])
-            history = out / f"search_{name}_{seed}" / "history.csv"
-            if history.exists():
-                rows = list(csv.DictReader(open(history)))
-                distinct = [r for r in rows if r["reused"] == "0"]
-                # wall-clock minutes of the search (what search.max_minutes caps), from its checkpoint
-                state = torch.load(history.parent / "checkpoint.pt", weights_only=False)["state"]
-                minutes = state["elapsed"] / 60
+            search = out / f"search_{name}_{seed}"
+            if (search / "history.csv").exists():
+                distinct = [r for r in read_history(search) if r["reused"] == "0"]
+                minutes = read_elapsed_minutes(search)  # what search.max_minutes caps
                 best = max(float(r["val_accuracy"]) for r in distinct)
                 notes.append(f"{len(distinct)}, {minutes:.1f}, {best:.4f}")
         if accs:
