@@ -18,7 +18,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -36,7 +36,7 @@ def _config_type(hint: Any) -> Any:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and len(args) == 2:
             inner = _config_type(rest[0])
-            return Any if inner is Any else Optional[inner]
+            return Any if inner is Any else inner | None
         return Any
     if origin in (list, tuple, collections.abc.Sequence):
         item = args[0] if args else Any
@@ -153,7 +153,7 @@ def register_configs() -> None:
     from nasrl.env.retrain import Recipe
 
     trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema()})
-    env_common = {"space": Any, "reward_transform": str, "cache": Optional[str]}
+    env_common = {"space": Any, "reward_transform": str, "cache": str | None}
     policy = ("spec", "seed")  # given by the search, not by the config
     store = ConfigStore.instance()
     store.store(group="controller", name="base_lstm", node=schema_of(LSTMPolicy, exclude=policy))
@@ -182,7 +182,7 @@ def _retrain_config(recipe: type) -> type:
         "RetrainAppConfig",
         [
             ("arch", Any, field(default=MISSING)),  # RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens
-            ("space", Optional[str], field(default=None)),  # null: the search run's space (cnn1d for tokens)
+            ("space", str | None, field(default=None)),  # null: the search run's space (cnn1d for tokens)
             # null: the search run's data set; a mapping is checked against dataset_schema() when it is used
             # (OmegaConf cannot merge a command-line mapping into an Optional typed field that is null)
             ("dataset", Any, field(default=None)),
