@@ -226,6 +226,12 @@ def read_history(run: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def read_best(path: str | Path) -> dict[str, Any]:
+    """A run's ``best.json`` (``path`` is the file or its run folder)."""
+    path = Path(path)
+    return json.loads((path / "best.json" if path.is_dir() else path).read_text())
+
+
 def read_config(run: str | Path) -> DictConfig:
     """``run/.hydra/config.yaml``, brought up to date: ``_target_: env.X`` / ``controller.X`` (runs written
     before the package was called ``nasrl``) become ``nasrl.env.X`` / ``nasrl.controller.X``, and the old

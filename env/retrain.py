@@ -10,7 +10,6 @@ split).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from nasrl.controller.runfolder import SearchError, read_config, read_history
+from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
 from nasrl.env.data import Dataset
 from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, train_model
 from nasrl.env.networks import build_network, count_parameters
@@ -138,7 +137,7 @@ def _tokens_from_run(text: str) -> tuple[list[int], Path, str]:
         )
     if path.suffix == ".json":
         try:
-            tokens = [int(t) for t in json.loads(path.read_text())["tokens"]]
+            tokens = [int(t) for t in read_best(path)["tokens"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise RetrainError(f"{path} is not a nasrl best.json ({type(exc).__name__}: {exc})") from None
         return tokens, path.parent, str(path)
