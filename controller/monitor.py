@@ -40,10 +40,11 @@ class Monitor:
             self.bar = tqdm(total=budget, initial=state.distinct, desc="architectures", unit="arch",
                             dynamic_ncols=True, mininterval=1.0)  # fmt: skip
 
-    def episode(self, state: SearchState, row: dict[str, Any], metrics: dict[str, float], policy: Policy) -> None:
-        """Log the episode that just ended (``row``) and the policy's update metrics, if it updated."""
-        best = state.best
-        assert best is not None
+    def episode(
+        self, state: SearchState, row: dict[str, Any], best: dict[str, Any], metrics: dict[str, float], policy: Policy
+    ) -> None:
+        """Log the episode that just ended (``row``; ``best`` is the best row so far) and the policy's update
+        metrics, if it updated."""
         if self.bar is not None:
             self.bar.n = state.distinct
             postfix = {"best": f"{best['reward']:.4f}", "episodes": state.episode}

@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,10 +62,22 @@ class SearchState:
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0  # wall seconds over all sessions of the run
     consecutive_failures: int = 0
+    # tokens -> the row that first evaluated them; derived from history, not saved
+    _first: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._first = {}
+        for row in self.history:
+            self._first.setdefault(row["tokens"], row)
+
+    def saved(self) -> dict[str, Any]:
+        """What the checkpoint keeps (everything but the derived lookup)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     @property
     def distinct(self) -> int:
-        return sum(1 for row in self.history if not row["reused"])
+        """Distinct architectures evaluated (what ``search.budget`` counts)."""
+        return len(self._first)
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -75,7 +87,7 @@ class SearchState:
     def add(self, reward: float, info: dict[str, Any]) -> dict[str, Any]:
         """Record the episode that just ended (its last step's reward and info) and return its history row."""
         tokens = " ".join(str(t) for t in info["tokens"])
-        first = next((r for r in self.history if r["tokens"] == tokens), None)
+        first = self._first.get(tokens)
         row = {
             "index": first["index"] if first else self.distinct,
             "episode": self.episode,
@@ -95,6 +107,7 @@ class SearchState:
             "arch": info.get("arch"),
         }
         self.history.append(row)
+        self._first.setdefault(tokens, row)
         self.episode += 1
         self.consecutive_failures = self.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
         return row
@@ -136,7 +149,7 @@ class RunFolder:
             "version": CHECKPOINT_VERSION,
             "spec": policy.spec.__dict__,
             "policy": policy.state_dict(),
-            "state": state.__dict__,
+            "state": state.saved(),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
         }
         _atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))

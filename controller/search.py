@@ -78,9 +78,11 @@ def run_search(
                     row = state.add(reward, info)
                     state.elapsed = elapsed_before + time.monotonic() - session_start
                     metrics = policy.end_episode(reward, info)
+                    best = state.best
+                    assert best is not None
                     if folder is not None:
-                        folder.record(row, state.best)  # type: ignore[arg-type]
-                    monitor.episode(state, row, metrics, policy)
+                        folder.record(row, best)
+                    monitor.episode(state, row, best, metrics, policy)
                     if state.consecutive_failures >= max_consecutive_failures:
                         reasons = [r["reason"] for r in state.history[-3:]]
                         raise SearchError(

@@ -72,11 +72,11 @@ class ChildTrainer:
     records it (``metrics["torch_threads"]``) and the cache key includes ``num_threads``.
 
     ``num_threads`` (default 1): torch threads per child. One thread, because a child with more threads
-    than the cores it can have to itself slows down 3 to 80 times (two searches side by side, a busy
-    machine), and tiny children are slower on two threads even alone; ``search.workers`` uses the cores
-    instead (README, "Threads", from ``scripts/bench_threads.py``). ``None``: the threads the runner gives
-    each child (all cores with ``search.workers=1``, cores / workers in worker processes, Ray's
-    ``cpus_per_child``): about 1.5x faster for a CNN child on an idle machine.
+    than the cores it can have to itself slows down 1.5 to 13 times (two children side by side, measured
+    by ``scripts/bench_threads.py``; more on a loaded machine); ``search.workers`` uses the cores instead
+    (README, "Threads"). ``None``: the threads the runner gives each child (all cores with
+    ``search.workers=1``, cores / workers in worker processes, Ray's ``cpus_per_child``): 1.1 to 1.8x
+    faster for a child alone on an idle machine.
 
     A loss that turns NaN or infinite ends training with a failed result, never an exception.
     """

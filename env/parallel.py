@@ -70,11 +70,11 @@ class InProcessRunner:
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         results = []
-        for i, (arch, seed) in enumerate(jobs):
-            with torch_threads(available_cores()):  # the search loop itself runs on one thread
+        with torch_threads(available_cores()):  # the search loop itself runs on one thread
+            for i, (arch, seed) in enumerate(jobs):
                 results.append(safe_evaluate(self.evaluator, arch, seed))
-            if on_result is not None:
-                on_result(i, results[-1])
+                if on_result is not None:
+                    on_result(i, results[-1])
         return results
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
 from nasrl.env.data import Dataset
-from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, train_model
+from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, torch_threads, train_model
 from nasrl.env.networks import build_network, count_parameters
 from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
 
@@ -194,8 +194,12 @@ def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, lo
 
     ``log(epoch, train_loss, test_accuracy)`` is called after each epoch (e.g. to write TensorBoard).
     """
-    if recipe.num_threads is not None:
-        torch.set_num_threads(recipe.num_threads)
+    threads = recipe.num_threads or torch.get_num_threads()
+    with torch_threads(threads):
+        return _retrain(arch, data, recipe, seed, log, threads)
+
+
+def _retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int, log: Any, threads: int) -> Retrained:
     x = torch.cat([data.x_train, data.x_val])
     y = torch.cat([data.y_train, data.y_val])
     start = time.perf_counter()
@@ -227,7 +231,7 @@ def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, lo
     if failure:
         raise RetrainError(f"training diverged: {failure}; try a lower retrain.lr")
     model.eval()
-    seconds, threads = time.perf_counter() - start, torch.get_num_threads()
+    seconds = time.perf_counter() - start
     return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), seconds, curve, threads)
 
 
