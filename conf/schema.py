@@ -149,8 +149,9 @@ def register_configs() -> None:
     from nasrl.controller.random_search import RandomPolicy
     from nasrl.env.childnet import ChildNetEnv
     from nasrl.env.evaluation import ChildTrainer, TokenMatchEvaluator
+    from nasrl.env.lm import LanguageModelTrainer
     from nasrl.env.nb201 import NASBench201Env
-    from nasrl.env.retrain import Recipe
+    from nasrl.env.retrain import LMRecipe, Recipe
 
     trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema()})
     env_common = {"space": Any, "reward_transform": str, "cache": str | None}
@@ -164,9 +165,12 @@ def register_configs() -> None:
         store.store(group="env", name=name, node=node)
     nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str})
     store.store(group="env", name="base_nb201", node=nb201)
+    lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
+    lm = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": lm_trainer})
+    store.store(group="env", name="base_lm", node=lm)
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_benchmark", node=BenchmarkConfig)
-    store.store(name="base_retrain", node=_retrain_config(Recipe))
+    store.store(name="base_retrain", node=_retrain_config(Recipe, LMRecipe))
 
 
 def dataset_schema() -> type:
@@ -176,17 +180,26 @@ def dataset_schema() -> type:
     return schema_of(load_dataset, with_target=False)
 
 
-def _retrain_config(recipe: type) -> type:
+def corpus_schema() -> type:
+    """The keys of ``env.evaluator.dataset`` of ``env=lm``: ``load_corpus``'s."""
+    from nasrl.env.text import load_corpus
+
+    return schema_of(load_corpus, with_target=False)
+
+
+def _retrain_config(recipe: type, lm_recipe: type) -> type:
     """``conf/retrain.yaml``: ``nasrl-retrain`` / ``scripts/retrain.py``."""
     return dataclasses.make_dataclass(
         "RetrainAppConfig",
         [
             ("arch", Any, field(default=MISSING)),  # RUN_FOLDER, RUN/best.json, RUN/history.csv:N or tokens
             ("space", str | None, field(default=None)),  # null: the search run's space (cnn1d for tokens)
-            # null: the search run's data set; a mapping is checked against dataset_schema() when it is used
-            # (OmegaConf cannot merge a command-line mapping into an Optional typed field that is null)
+            # null: the search run's data set; a mapping changes it, key by key, and is checked against
+            # dataset_schema() or corpus_schema() when it is used (OmegaConf cannot merge a command-line
+            # mapping into an Optional typed field that is null)
             ("dataset", Any, field(default=None)),
             ("seed", int, field(default=0)),
             ("retrain", recipe, field(default_factory=recipe)),
+            ("lm", lm_recipe, field(default_factory=lm_recipe)),  # for recurrent cells (language models)
         ],
     )

@@ -6,11 +6,14 @@ module that writes them. All scalars share one global step, the number of episod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchState
+
+_NOT_LOGGED = {"torch_threads"}  # a setting recorded with each result, not a measurement
 
 
 class Monitor:
@@ -61,6 +64,9 @@ class Monitor:
         add("search/archs_per_hour", state.distinct / max(state.elapsed, 1e-9) * 3600, step)
         add("child/params", row["params"], step)
         add("child/train_seconds", row["seconds"], step)
+        for name, value in json.loads(row["metrics"]).items():  # what the evaluator reports, e.g. val_perplexity
+            if name not in _NOT_LOGGED:
+                add(f"child/{name}", value, step)
         if best is row:
             text = f"{row['architecture']} (reward {row['reward']:.4f})"
             self.writer.add_text("search/best_architecture", text, step)

@@ -1,7 +1,9 @@
 """nasrl environments: ``import nasrl.env`` registers them with Gymnasium.
 
 - ``nasrl/ChildNet-v0``: each step emits one layer hyperparameter; the last step trains the child
-  network and rewards its validation accuracy (:class:`nasrl.env.childnet.ChildNetEnv`).
+  network and rewards its validation accuracy (:class:`nasrl.env.childnet.ChildNetEnv`). With the
+  ``rnn_cell`` space and :class:`nasrl.env.lm.LanguageModelTrainer` it searches recurrent cells for
+  language modelling, rewarded from the validation perplexity (``env=lm``).
 - ``nasrl/NASBench201-v0``: the NAS-Bench-201 cell, rewarded from a lookup table
   (:class:`nasrl.env.nb201.NASBench201Env`; pass ``table=PATH``).
 """
@@ -10,6 +12,7 @@ from gymnasium.envs.registration import register, registry
 
 from nasrl.env.childnet import ChildNetEnv
 from nasrl.env.evaluation import ChildTrainer, EvalResult, TokenMatchEvaluator
+from nasrl.env.lm import LanguageModelTrainer
 from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
 
 if "nasrl/ChildNet-v0" not in registry:
@@ -22,6 +25,7 @@ __all__ = [
     "ChildNetEnv",
     "ChildTrainer",
     "EvalResult",
+    "LanguageModelTrainer",
     "SearchSpace",
     "SpaceError",
     "TokenMatchEvaluator",

@@ -11,7 +11,8 @@ offer to be searched by the same loop):
   1 + the earlier layer it asks about, else 0), ``prev_token`` (K at the first step) and
   ``action_mask``.
 - Every step but the last rewards 0; the last trains the child (through the evaluator) and rewards
-  ``reward_transform(val_accuracy)``. Its ``info`` holds the decoded architecture and the scores.
+  ``reward_transform(val_accuracy)``, or of the evaluator's ``score`` where it gives one (a language
+  model's ``c / perplexity**2``). Its ``info`` holds the decoded architecture and the scores.
 
 To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
 round of episodes whose last steps only queue their children, trains the queue with
@@ -45,7 +46,8 @@ class ChildNetEnv(gym.Env):
         evaluator: object with ``evaluate(arch, seed)``; default trains the child with :class:`ChildTrainer`.
         dataset: data set for the default evaluator (name or ``load_dataset`` kwargs).
         training: keyword arguments of the default :class:`ChildTrainer` (epochs, lr, batch_size, ...).
-        reward_transform: ``identity``, ``cube`` or a callable applied to the validation accuracy.
+        reward_transform: ``identity``, ``cube`` or a callable applied to the validation accuracy (or to
+            the evaluator's ``EvalResult.score``, where it gives one).
         failure_reward: reward of a child whose training failed (NaN loss, an exception).
         cache: path of a SQLite evaluation cache, an :class:`EvaluationCache`, or None for one in memory.
     """
@@ -110,7 +112,7 @@ class ChildNetEnv(gym.Env):
         if self._decision is None:
             raise RuntimeError("the episode is over: call reset() before step()")
         dtype = self.decision_types[self._decision.type_index]
-        n = len(dtype.choices)
+        n = self.space.num_choices(self._decision)
         try:
             token = int(action)
         except (TypeError, ValueError):
@@ -120,7 +122,7 @@ class ChildNetEnv(gym.Env):
         if token != action or not 0 <= token < n:
             raise ValueError(
                 f"invalid action {action!r} for decision '{dtype.name}' (layer {self._decision.layer}, "
-                f"position {len(self._tokens)}): valid actions are 0..{n - 1} ({', '.join(dtype.labels)})"
+                f"position {len(self._tokens)}): valid actions are 0..{n - 1} ({', '.join(dtype.labels[:n])})"
             )
         self._tokens.append(token)
         self._decision = self.space.next_decision(self._tokens)
@@ -173,7 +175,7 @@ class ChildNetEnv(gym.Env):
         if result is None:
             result = safe_evaluate(self.evaluator, arch, seed)
             self.cache.put(key, result)
-        reward = self.failure_reward if result.failed else float(self.reward_transform(result.val_accuracy))
+        reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
         info = {
             "architecture": self.describe(arch),
             "tokens": list(tokens),
@@ -192,7 +194,7 @@ class ChildNetEnv(gym.Env):
     def _mask(self) -> np.ndarray:
         mask = np.zeros(self.num_actions, dtype=np.int8)
         if self._decision is not None:
-            mask[: len(self.decision_types[self._decision.type_index].choices)] = 1
+            mask[: self.space.num_choices(self._decision)] = 1
         return mask
 
     def _observation(self) -> dict[str, Any]:

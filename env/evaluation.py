@@ -36,6 +36,12 @@ class EvalResult:
     failed: bool = False
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # extra reported numbers (never the reward)
+    score: float | None = None  # what the reward is made from when it is not val_accuracy (language models)
+
+    @property
+    def reward_input(self) -> float:
+        """The number the environment's reward transform is applied to."""
+        return self.val_accuracy if self.score is None else self.score
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

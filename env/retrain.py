@@ -3,7 +3,9 @@
 This is the only code that reads a data set's test split. The search scores children on a validation
 split carved from the training data; retraining trains on train + validation and tests once per epoch
 (the curve is for reading, the reported number is the last epoch's: nothing is selected on the test
-split).
+split). Recurrent cells (``rnn_cell`` runs and the standard ``lstm``, ``gru``, ``rnn_tanh``) are trained
+as language models with :class:`LMRecipe`, at the hidden size that gives every cell the same number of
+parameters, and report test perplexity (and bits per character at character level).
 
 ``load_model(path)`` turns a saved ``model.pt`` back into the ``nn.Module`` with its weights.
 """
@@ -20,11 +22,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from nasrl.conf.schema import corpus_schema, dataset_schema
 from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
 from nasrl.env.data import Dataset
 from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, torch_threads, train_model
+from nasrl.env.lm import LM_OPTIMIZERS, evaluate_language_model, perplexity_metrics, train_language_model
 from nasrl.env.networks import build_network, count_parameters
+from nasrl.env.rnn import RECURRENT_NETWORKS, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
 from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
+from nasrl.env.text import Corpus
 
 MODEL_FORMAT = 1
 
@@ -67,6 +73,51 @@ class Retrained:
     threads: int  # torch threads it trained with: the result depends on them
 
 
+@dataclass
+class LMRecipe:
+    """How a recurrent cell is retrained as a language model (``conf/retrain.yaml``, group ``lm``).
+
+    ``params``: the parameter count every cell is sized to (the hidden size is searched for it), so
+    cells compare at equal parameters; null uses ``hidden_size`` as it is."""
+
+    epochs: int = 4
+    params: int | None = 500000
+    hidden_size: int = 128
+    num_layers: int = 1
+    batch_size: int = 32
+    bptt: int = 35
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    dropout: float = 0.2
+    grad_clip: float = 0.25
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "hidden_size", "num_layers", "batch_size", "bptt"):
+            value = getattr(self, key)
+            if value < 1:
+                raise ValueError(f"lm.{key} must be a positive integer, got {value!r}")
+        if self.params is not None and self.params < 1000:
+            raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")
+        if self.optimizer not in LM_OPTIMIZERS:
+            raise ValueError(f"lm.optimizer must be one of {list(LM_OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (self.lr > 0 and self.grad_clip > 0):
+            raise ValueError(f"lm.lr and lm.grad_clip must be positive, got {self.lr!r} and {self.grad_clip!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lm.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class RetrainedLM:
+    model: nn.Module
+    metrics: dict[str, float]  # test_perplexity (and test_bpc at character level)
+    params: int
+    hidden_size: int
+    seconds: float
+    curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_perplexity
+    threads: int
+
+
 class RetrainError(ValueError):
     """An architecture or run that cannot be retrained; the message says what is accepted."""
 
@@ -80,11 +131,15 @@ def resolve_architecture(
     """Read ``arch`` and return (architecture, load_dataset kwargs, a description of the source).
 
     ``arch`` is one of: a run folder or its ``best.json``; ``RUN/history.csv:N``, the row of the N-th
-    distinct architecture (its ``index`` column); or tokens (a list, or a string of integers). The space
-    and data set come from the run's saved config unless ``space`` / ``dataset`` are given; for tokens
-    they default to cnn1d and MNIST-1D.
+    distinct architecture (its ``index`` column); tokens (a list, or a string of integers); or a standard
+    recurrent cell (``lstm``, ``gru``, ``rnn_tanh``). The space and data set come from the run's saved
+    config unless ``space`` is given; ``dataset`` changes the run's data set (its keys replace the run's,
+    e.g. ``{level: char}`` moves a word-level cell to characters). For tokens they default to cnn1d and
+    MNIST-1D (``space=rnn_cell``: the tiny-shakespeare corpus), for a standard cell to the corpus.
     """
     run_cfg: Any = None
+    if isinstance(arch, str) and arch in STANDARD_CELLS:
+        return standard_cell(arch), _corpus_setting(None, dataset), f"standard cell {arch}"
     if isinstance(arch, (list, tuple)) or (isinstance(arch, str) and _looks_like_tokens(arch)):
         tokens = _parse_tokens(arch)
         source = f"tokens {' '.join(map(str, tokens))}"
@@ -96,14 +151,29 @@ def resolve_architecture(
 
     if space is None:
         space = run_cfg.env.get("space") if run_cfg is not None else "cnn1d"
-    if dataset is None:
-        dataset = _run_dataset(run_cfg) if run_cfg is not None else {"name": "mnist1d"}
     try:
         search_space = load_space(space)
     except SpaceError as exc:
         raise RetrainError(str(exc)) from None
+    run_dataset = _run_dataset(run_cfg) if run_cfg is not None else None
+    if search_space.network in RECURRENT_NETWORKS:
+        dataset = _corpus_setting(run_dataset, dataset)
+    elif dataset is not None:
+        dataset = _checked(dataset_schema(), run_dataset or {}, dataset)
+    else:
+        dataset = run_dataset or {"name": "mnist1d"}
     _check_tokens(search_space, tokens, source)
     return search_space.decode(tokens), dict(dataset), source
+
+
+def _corpus_setting(run_dataset: dict[str, Any] | None, given: dict[str, Any] | None) -> dict[str, Any]:
+    """``load_corpus`` keyword arguments: the run's (or the defaults) with ``given`` on top, checked."""
+    return _checked(corpus_schema(), run_dataset or {}, given or {})
+
+
+def _checked(schema: type, *settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` merged in order onto ``schema``'s defaults; a wrong key or type stops here."""
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), *settings))  # type: ignore[return-value]
 
 
 def _looks_like_tokens(text: str) -> bool:
@@ -177,7 +247,7 @@ def _check_tokens(space: SearchSpace, tokens: list[int], source: str) -> None:
         decision = space.next_decision(done)
         if decision is None:
             raise RetrainError(f"{source}: {len(tokens)} tokens, but space '{space.name}' ends after {len(done)}")
-        n = len(space.decision_types[decision.type_index].choices)
+        n = space.num_choices(decision)
         if not 0 <= t < n:
             name = space.decision_types[decision.type_index].name
             raise RetrainError(f"{source}: token {t} at position {len(done)} ('{name}') must be in 0..{n - 1}")
@@ -235,30 +305,67 @@ def _retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int, log: 
     return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), seconds, curve, threads)
 
 
-def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset, **extra: Any) -> None:
+def retrain_language_model(
+    arch: Architecture, corpus: Corpus, recipe: LMRecipe, seed: int = 0, log: Any = None
+) -> RetrainedLM:
+    """Train the language model of ``arch`` on train + validation with ``recipe``; test after every epoch.
+
+    ``log(epoch, train_loss, metrics)`` is called after each epoch."""
+    threads = recipe.num_threads or torch.get_num_threads()
+    hidden = recipe.hidden_size
+    if recipe.params is not None:
+        hidden = hidden_size_for(arch, corpus.vocab_size, recipe.params, recipe.num_layers)
+    tokens = torch.cat([corpus.train, corpus.val])
+    steps = recipe.epochs * ((len(tokens) // recipe.batch_size - 1) // recipe.bptt)
+    curve: list[dict[str, float]] = []
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int, train_loss: float) -> None:
+        loss = evaluate_language_model(model, corpus.test, bptt=recipe.bptt)[0]
+        metrics = perplexity_metrics(loss, corpus.level, "test")
+        curve.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        if log is not None:
+            log(epoch, train_loss, metrics)
+
+    with torch_threads(threads):
+        torch.manual_seed(seed)
+        model = build_language_model(arch, corpus.vocab_size, hidden, recipe.num_layers, recipe.dropout)
+        failure = train_language_model(
+            model, tokens, steps=steps, batch_size=recipe.batch_size, bptt=recipe.bptt, optimizer=recipe.optimizer,
+            lr=recipe.lr, grad_clip=recipe.grad_clip, seed=seed, on_epoch=on_epoch,
+        )  # fmt: skip
+    if failure:
+        raise RetrainError(f"training diverged: {failure}; try a lower lm.lr")
+    model.eval()
+    metrics = {k: v for k, v in curve[-1].items() if k.startswith("test_")}
+    params = count_parameters(model)
+    return RetrainedLM(model, metrics, params, hidden, time.perf_counter() - start, curve, threads)
+
+
+def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset | Corpus, **extra: Any) -> None:
     """Save weights with everything needed to rebuild the network (see :func:`load_model`)."""
-    torch.save(
-        {
-            "format": MODEL_FORMAT,
-            "arch": arch.to_dict(),
-            "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes,
-            "dataset": data.name,
-            "state_dict": model.state_dict(),
-            **extra,
-        },
-        path,
-    )
+    if isinstance(data, Corpus):  # a language model: its vocabulary and sizes
+        shape: dict[str, Any] = {"vocab": data.vocab, "hidden_size": model.hidden_size, "num_layers": model.num_layers}
+    else:
+        shape = {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
+    state = {"format": MODEL_FORMAT, "arch": arch.to_dict(), **shape, "dataset": data.name}
+    torch.save({**state, "state_dict": model.state_dict(), **extra}, path)
 
 
 def load_model(path: str | Path) -> nn.Module:
     """The trained ``nn.Module`` saved at ``path`` (a retrain run's ``model.pt``), in eval mode.
 
-    It expects inputs normalised as :func:`env.data.load_dataset` returns them.
+    It expects inputs normalised as :func:`env.data.load_dataset` returns them; a language model, token ids
+    of the vocabulary saved with it (``torch.load(path)["vocab"]``).
     """
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a model saved by scripts/retrain.py (format {MODEL_FORMAT})")
-    model = build_network(Architecture.from_dict(saved["arch"]), saved["input_shape"], saved["num_classes"])
+    arch = Architecture.from_dict(saved["arch"])
+    model: nn.Module
+    if arch.network in RECURRENT_NETWORKS:
+        model = build_language_model(arch, len(saved["vocab"]), saved["hidden_size"], saved["num_layers"])
+    else:
+        model = build_network(arch, saved["input_shape"], saved["num_classes"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()

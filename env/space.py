@@ -12,12 +12,15 @@ A space file (``env/spaces/*.yaml``, shipped with the package, or any path) look
       - {name: activation, choices: [relu, tanh]}
 
 An episode emits, in order: the depth token (if the depth varies), then for each layer i the skip
-decisions for j = 0..i-1 (if enabled), then the layer's own decisions. Every token sequence the space
-allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that ``env.networks`` can build.
+decisions for j = 0..i-1 (if enabled), then the layer's own decisions, then (``node_inputs``, the ENAS
+recurrent cell) the one earlier layer 0..i-1 that layer i > 0 reads; the action mask rules out the rest.
+Every token sequence the space allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that
+``env.networks`` (or ``env.rnn``) can build.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -29,6 +32,7 @@ SHIPPED_SPACES = files("nasrl.env") / "spaces"  # found through the package, so 
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
 POOLS = ("none", "max", "avg")
+CELL_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")  # ENAS's recurrent cell (env/rnn.py)
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 # For each network builder: the per-layer decisions it understands, and how a value is checked.
@@ -54,12 +58,20 @@ LAYER_DECISIONS: dict[str, dict[str, str]] = {
         "activation": f"one of {list(ACTIVATIONS)}",
     },
     "nb201_cell": {"op": f"one of {list(NB201_OPS)}"},  # looked up in a table (env/nb201.py), not built
+    "rnn_cell": {"activation": f"one of {list(CELL_ACTIVATIONS)}"},  # a recurrent cell (env/rnn.py)
 }
-REQUIRED_DECISIONS = {"cnn1d": {"filters"}, "cnn2d": {"filters"}, "mlp": {"units"}, "nb201_cell": {"op"}}
-TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "head_pool", "layer", "description")
+REQUIRED_DECISIONS = {
+    "cnn1d": {"filters"},
+    "cnn2d": {"filters"},
+    "mlp": {"units"},
+    "nb201_cell": {"op"},
+    "rnn_cell": {"activation"},
+}
+TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "node_inputs", "head_pool", "layer", "description")
 
 DEPTH = "depth"
 SKIP = "skip"
+INPUT = "input"
 
 
 class SpaceError(ValueError):
@@ -72,7 +84,7 @@ class DecisionType:
 
     name: str
     choices: tuple[Any, ...]
-    kind: str = "categorical"  # "categorical", or "skip" for the binary anchor decisions
+    kind: str = "categorical"  # "categorical"; "skip" for the binary anchor decisions; "input" for a node's input
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -143,6 +155,7 @@ class SearchSpace:
     depths: tuple[int, ...]  # one entry: fixed depth
     layer_decisions: list[DecisionType]
     skip_connections: bool = False
+    node_inputs: bool = False
     head_pool: int = 1
     source: str = "<dict>"
     decision_types: list[DecisionType] = field(init=False)
@@ -155,6 +168,8 @@ class SearchSpace:
         types.extend(self.layer_decisions)
         if self.skip_connections:
             types.append(DecisionType(SKIP, (0, 1), kind="skip"))
+        if self.node_inputs:
+            types.append(DecisionType(INPUT, tuple(range(max(1, self.max_depth - 1))), kind="input"))
         self.decision_types = types
 
     @property
@@ -164,6 +179,12 @@ class SearchSpace:
     @property
     def max_depth(self) -> int:
         return max(self.depths)
+
+    def num_choices(self, decision: Decision) -> int:
+        """How many choices are valid at ``decision``: the first ones of its type's; an input decision of
+        layer i offers the layers 0..i-1 (the action mask rules out the rest)."""
+        dtype = self.decision_types[decision.type_index]
+        return decision.layer if dtype.kind == "input" else len(dtype.choices)
 
     @property
     def num_actions(self) -> int:
@@ -183,6 +204,8 @@ class SearchSpace:
             if self.skip_connections:
                 steps.extend(Decision(type_of[SKIP], i, j) for j in range(i))
             steps.extend(Decision(type_of[d.name], i) for d in self.layer_decisions)
+            if self.node_inputs and i > 0:  # after the layer's own: the first two steps use every action
+                steps.append(Decision(type_of[INPUT], i))
         return steps
 
     @property
@@ -209,7 +232,7 @@ class SearchSpace:
                 raise ValueError(
                     f"space '{self.name}': token sequence {list(tokens)} is too long; it is complete after {pos} tokens"
                 )
-            n = len(self.decision_types[decision.type_index].choices)
+            n = self.num_choices(decision)
             if not 0 <= token < n:
                 raise ValueError(
                     f"space '{self.name}': token {token} at position {pos} is out of range for decision "
@@ -227,6 +250,8 @@ class SearchSpace:
             if dtype.kind == "skip":
                 if tokens[pos] == 1:
                     feeds[decision.layer].append(decision.source)
+            elif dtype.kind == "input":
+                feeds[decision.layer].append(tokens[pos])
             else:
                 layers[decision.layer][dtype.name] = dtype.choices[tokens[pos]]
         return Architecture(
@@ -246,7 +271,8 @@ class SearchSpace:
             for d in self.layer_decisions:
                 per_layer *= len(d.choices)
             skips = depth * (depth - 1) // 2 if self.skip_connections else 0
-            total += per_layer**depth * 2**skips
+            inputs = math.factorial(depth - 1) if self.node_inputs else 1
+            total += per_layer**depth * 2**skips * inputs
         return total
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,6 +281,7 @@ class SearchSpace:
             "network": self.network,
             "depth": list(self.depths) if self.variable_depth else self.depths[0],
             "skip_connections": self.skip_connections,
+            **({"node_inputs": True} if self.node_inputs else {}),  # absent otherwise: cache keys stay as they were
             "head_pool": self.head_pool,
             "layer": [{"name": d.name, "choices": list(d.choices)} for d in self.layer_decisions],
         }
@@ -330,7 +357,7 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         if not isinstance(choices, list) or not choices:
             raise fail(f"{where}.choices", f"got {choices!r} for '{dname}'; accepted is a non-empty list")
         for c in choices:
-            if not _valid_value(dname, c):
+            if not _valid_value(network, dname, c):
                 raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {accepted[dname]}")
         if len(set(map(str, choices))) != len(choices):
             raise fail(f"{where}.choices", f"duplicate choices in {choices!r} for '{dname}'")
@@ -342,8 +369,13 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
     skip = data.get("skip_connections", False)
     if not isinstance(skip, bool):
         raise fail("skip_connections", f"got {skip!r}; accepted is true or false")
-    if skip and network == "mlp":
+    if skip and network not in ("cnn1d", "cnn2d"):
         raise fail("skip_connections", "skip connections are supported by the cnn1d and cnn2d networks only")
+    node_inputs = data.get("node_inputs", False)
+    if not isinstance(node_inputs, bool):
+        raise fail("node_inputs", f"got {node_inputs!r}; accepted is true or false")
+    if node_inputs != (network == "rnn_cell"):
+        raise fail("node_inputs", "network 'rnn_cell' needs node_inputs: true, and only it accepts it")
     head_pool = data.get("head_pool", 1)
     if not isinstance(head_pool, int) or isinstance(head_pool, bool) or head_pool < 1:
         raise fail("head_pool", f"got {head_pool!r}; accepted is a positive integer")
@@ -353,14 +385,15 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         depths=tuple(depths),  # type: ignore[arg-type]  # checked above: positive integers
         layer_decisions=decisions,
         skip_connections=skip,
+        node_inputs=node_inputs,
         head_pool=head_pool,
         source=source,
     )
 
 
-def _valid_value(decision: str, value: Any) -> bool:
+def _valid_value(network: str, decision: str, value: Any) -> bool:
     if decision == "activation":
-        return value in ACTIVATIONS
+        return value in (CELL_ACTIVATIONS if network == "rnn_cell" else ACTIVATIONS)
     if decision == "pool":
         return value in POOLS
     if decision == "op":

@@ -5,9 +5,12 @@
     nasrl-retrain arch=RUN_FOLDER/history.csv:7        # the 8th distinct architecture
     nasrl-retrain arch='[3,5,1,0,1]' space=cnn1d        # tokens
     nasrl-retrain arch=RUN_FOLDER retrain.epochs=1      # a quick check
+    nasrl-retrain arch=LM_RUN dataset={level:char}      # a word-level cell moved to characters (lm.* recipe)
+    nasrl-retrain arch=lstm                             # a standard cell (lstm, gru, rnn_tanh) on the corpus
 
 Writes into its run folder (outputs/retrain/DATE/TIME): model.pt (weights and architecture; load it with
-``nasrl.env.retrain.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*`` tags).
+``nasrl.env.retrain.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*``
+tags: train_loss, and test_accuracy, or test_perplexity and test_bpc for language models).
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nasrl.conf.schema import dataset_schema
 from nasrl.controller.build import register_configs, report, run_app, seed_everything, stops_on_bad_input
 from nasrl.env.data import load_dataset
-from nasrl.env.retrain import Recipe, resolve_architecture, retrain, save_model
+from nasrl.env.retrain import LMRecipe, Recipe, resolve_architecture, retrain, retrain_language_model, save_model
+from nasrl.env.rnn import RECURRENT_NETWORKS
+from nasrl.env.text import load_corpus
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="retrain", version_base="1.3")
@@ -35,54 +40,94 @@ def run(cfg: DictConfig) -> None:
 def _run(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     arch_setting = OmegaConf.to_container(cfg.arch) if OmegaConf.is_list(cfg.arch) else cfg.arch
-    dataset_setting = None
-    if cfg.dataset is not None:  # checked against load_dataset's keys and types
-        dataset_setting = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(dataset_schema()), cfg.dataset))
+    dataset_setting = None if cfg.dataset is None else OmegaConf.to_container(cfg.dataset, resolve=True)
+    arch, dataset, source = resolve_architecture(arch_setting, cfg.space, dataset_setting)  # type: ignore[arg-type]
+    seed_everything(cfg.seed)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        if arch.network in RECURRENT_NETWORKS:
+            summary = _language_model(cfg, arch, dataset, source, out, writer)
+        else:
+            summary = _classifier(cfg, arch, dataset, source, out, writer)
+    finally:
+        writer.close()
+    summary |= {"architecture": arch.describe() or arch.network, "tokens": list(arch.tokens), "source": source,
+                "dataset": dataset, "seed": cfg.seed}  # fmt: skip
+    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    report(f"model: {out / 'model.pt'}  (nasrl.env.retrain.load_model(path) returns the nn.Module)")
+
+
+def _classifier(cfg: DictConfig, arch: Any, dataset: dict, source: str, out: Path, writer: Any) -> dict[str, Any]:
     recipe = OmegaConf.to_object(cfg.retrain)  # a Recipe: its range checks run here
     assert isinstance(recipe, Recipe)
-    arch, dataset, source = resolve_architecture(arch_setting, cfg.space, dataset_setting)
     data = load_dataset(**dataset)
-    seed_everything(cfg.seed)
     report(
         f"retraining {arch.describe()}\n  from {source}, on {data.name} ({len(data.y_train) + len(data.y_val)} "
         f"train+val examples, {len(data.y_test)} test), {recipe.epochs} epochs"
     )
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tb"))
-
     def log(epoch: int, loss: float, acc: float) -> None:
         writer.add_scalar("retrain/train_loss", loss, epoch)
         writer.add_scalar("retrain/test_accuracy", acc, epoch)
 
-    try:
-        result = retrain(arch, data, recipe, seed=cfg.seed, log=log)
-    finally:
-        writer.close()
+    result = retrain(arch, data, recipe, seed=cfg.seed, log=log)
     save_model(out / "model.pt", result.model, arch, data, source=source, seed=cfg.seed)
-    summary = {
-        "test_accuracy": result.test_accuracy,
-        "params": result.params,
-        "seconds": round(result.seconds, 2),
-        "architecture": arch.describe(),
-        "tokens": list(arch.tokens),
-        "source": source,
-        "dataset": dataset,
-        "seed": cfg.seed,
-        "torch_threads": result.threads,  # the result depends on it (the order of floating-point sums)
-        "recipe": OmegaConf.to_container(cfg.retrain),
-    }
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
-    with open(out / "curve.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "test_accuracy"])
-        w.writeheader()
-        w.writerows(result.curve)
+    _write_curve(out, result.curve)
     report(
         f"test accuracy: {result.test_accuracy:.4f} ({len(data.y_test)} examples), {result.params:,} parameters, "
         f"{result.seconds:.0f} s, {result.threads} torch thread(s)"
     )
-    report(f"model: {out / 'model.pt'}  (nasrl.env.retrain.load_model(path) returns the nn.Module)")
+    return {
+        "test_accuracy": result.test_accuracy,
+        "params": result.params,
+        "seconds": round(result.seconds, 2),
+        "torch_threads": result.threads,  # the result depends on it (the order of floating-point sums)
+        "recipe": OmegaConf.to_container(cfg.retrain),
+    }
+
+
+def _language_model(cfg: DictConfig, arch: Any, dataset: dict, source: str, out: Path, writer: Any) -> dict[str, Any]:
+    recipe = OmegaConf.to_object(cfg.lm)  # an LMRecipe: its range checks run here
+    assert isinstance(recipe, LMRecipe)
+    corpus = load_corpus(**dataset)
+    report(
+        f"retraining {arch.describe() or arch.network} as a {corpus.level}-level language model\n  from {source}, "
+        f"on {corpus.name} ({len(corpus.train) + len(corpus.val):,} train+val tokens, {len(corpus.test):,} test, "
+        f"vocabulary {corpus.vocab_size:,}), {recipe.epochs} epochs"
+    )
+
+    def log(epoch: int, loss: float, metrics: dict[str, float]) -> None:
+        writer.add_scalar("retrain/train_loss", loss, epoch)
+        for name, value in metrics.items():
+            writer.add_scalar(f"retrain/{name}", value, epoch)
+
+    result = retrain_language_model(arch, corpus, recipe, seed=cfg.seed, log=log)
+    save_model(out / "model.pt", result.model, arch, corpus, source=source, seed=cfg.seed)
+    _write_curve(out, result.curve)
+    scores = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.metrics.items())
+    report(
+        f"{scores} ({len(corpus.test):,} tokens), {result.params:,} parameters (hidden size {result.hidden_size}), "
+        f"{result.seconds:.0f} s, {result.threads} torch thread(s)"
+    )
+    return {
+        **result.metrics,
+        "params": result.params,
+        "hidden_size": result.hidden_size,
+        "level": corpus.level,
+        "seconds": round(result.seconds, 2),
+        "torch_threads": result.threads,
+        "recipe": OmegaConf.to_container(cfg.lm),
+    }
+
+
+def _write_curve(out: Path, curve: list[dict[str, float]]) -> None:
+    with open(out / "curve.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(curve[0]))
+        w.writeheader()
+        w.writerows(curve)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ history.csv, best.json, checkpoint.pt, cache.sqlite and TensorBoard events under
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -88,10 +89,12 @@ def _search(cfg: DictConfig) -> None:
 
     best = state.best
     assert best is not None
+    perplexity = json.loads(best["metrics"]).get("val_perplexity")
     for line in (
         f"best architecture: {best['architecture']}",
         f"tokens: {best['tokens']}",
-        f"validation accuracy: {best['val_accuracy']:.4f} (reward {best['reward']:.4f}), "
+        f"validation {'perplexity' if perplexity else 'accuracy'}: {perplexity or best['val_accuracy']:.4f} "
+        f"(reward {best['reward']:.4f}), "
         f"{best['params']:,} parameters, found at episode {best['episode']}",
         f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
         f"run folder: {run_dir}",

@@ -50,7 +50,7 @@ def random_tokens(space: SearchSpace, rng: np.random.Generator) -> list[int]:
     """A uniformly drawn valid token sequence of ``space``."""
     tokens: list[int] = []
     while (d := space.next_decision(tokens)) is not None:
-        tokens.append(int(rng.integers(len(space.decision_types[d.type_index].choices))))
+        tokens.append(int(rng.integers(space.num_choices(d))))
     return tokens
 
 

@@ -1,0 +1,151 @@
+"""Recurrent child networks: a searched ENAS cell or a standard cell inside one language model.
+
+:class:`DAGCell` is the recurrent cell of ENAS (Pham et al. 2018, section 2.1), as searched by the
+``rnn_cell`` space (``env/spaces/rnn_cell.yaml``). Node 0 reads the input x_t and the previous state
+h_{t-1}; every later node l reads one earlier node j; each node has an activation f_l and a highway gate::
+
+    c_0 = sigmoid(x_t W_xc + h_{t-1} W_hc)     h_0 = c_0 * f_0(x_t W_xh + h_{t-1} W_hh) + (1 - c_0) * h_{t-1}
+    c_l = sigmoid(h_j W_c^l)                    h_l = c_l * f_l(h_j W_h^l) + (1 - c_l) * h_j
+
+and the new state h_t averages the loose ends (the nodes no other node reads). The standard cells
+(``lstm``, ``gru``, ``rnn_tanh``: torch's own modules) plug into the same :class:`LanguageModel`, so a
+searched cell and a baseline are trained by one loop with one parameter count to compare at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from nasrl.env.space import Architecture
+
+STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
+RECURRENT_NETWORKS = ("rnn_cell", *STANDARD_CELLS)
+CELL_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "identity": lambda x: x,
+}
+
+
+def standard_cell(name: str) -> Architecture:
+    """The architecture record of a standard cell (``lstm``, ``gru`` or ``rnn_tanh``): no tokens."""
+    if name not in STANDARD_CELLS:
+        raise ValueError(f"unknown standard cell {name!r}; accepted are {list(STANDARD_CELLS)}")
+    return Architecture(space=name, network=name, tokens=(), layers=[], inputs=[])
+
+
+class DAGCell(nn.Module):
+    """One layer of the searched cell, unrolled over a sequence by :meth:`forward`."""
+
+    def __init__(self, arch: Architecture, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.activations = [CELL_ACTIVATIONS[layer["activation"]] for layer in arch.layers]
+        self.sources = [inputs[0] if inputs else -1 for inputs in arch.inputs]  # -1: node 0 reads x_t, h_{t-1}
+        read = {j for j in self.sources if j >= 0}
+        self.loose_ends = [i for i in range(len(arch.layers)) if i not in read]
+        self.hidden_size = hidden_size
+        self.w_x = nn.Linear(input_size, 2 * hidden_size, bias=False)  # both halves: gate c and candidate
+        self.w_h = nn.ModuleList(nn.Linear(hidden_size, 2 * hidden_size, bias=False) for _ in arch.layers)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x``: (time, batch, input_size), ``h``: (batch, hidden) -> outputs (time, batch, hidden), last h."""
+        projected = self.w_x(x)  # the input's share of node 0, for every step at once
+        weights = [cast(nn.Linear, linear).weight.t() for linear in self.w_h]
+        outputs = []
+        for t in range(x.shape[0]):
+            nodes: list[torch.Tensor] = []
+            for node, (source, activation) in enumerate(zip(self.sources, self.activations)):
+                prev = h if source < 0 else nodes[source]
+                weight = weights[node]
+                pre = torch.addmm(projected[t], prev, weight) if source < 0 else prev @ weight
+                gate, candidate = pre.chunk(2, dim=-1)
+                nodes.append(torch.lerp(prev, activation(candidate), torch.sigmoid(gate)))  # c*f(.) + (1-c)*prev
+            h = (
+                nodes[self.loose_ends[0]]
+                if len(self.loose_ends) == 1
+                else torch.stack([nodes[i] for i in self.loose_ends]).mean(0)
+            )
+            outputs.append(h)
+        return torch.stack(outputs), h
+
+
+class LanguageModel(nn.Module):
+    """Embedding, ``num_layers`` recurrent cells, and a softmax over the vocabulary whose weights are the
+    embedding's (weight tying, as in ENAS and most PTB models). Dropout on the embedding and the outputs."""
+
+    def __init__(
+        self, arch: Architecture, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if arch.network not in RECURRENT_NETWORKS:
+            accepted = list(RECURRENT_NETWORKS)
+            raise ValueError(f"network {arch.network!r} is not a recurrent cell; accepted are {accepted}")
+        self.network = arch.network
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        self.drop = nn.Dropout(dropout)
+        self.cells = nn.ModuleList(self._cell(arch, hidden_size) for _ in range(num_layers))
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.decoder.weight = self.embedding.weight
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    @staticmethod
+    def _cell(arch: Architecture, hidden: int) -> nn.Module:
+        if arch.network == "rnn_cell":
+            return DAGCell(arch, hidden, hidden)
+        cls: Any = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[arch.network]
+        return cls(hidden, hidden)
+
+    def initial_state(self, batch_size: int) -> list[Any]:
+        zeros = torch.zeros(batch_size, self.hidden_size)
+        if self.network == "rnn_cell":
+            return [zeros for _ in self.cells]
+        if self.network == "lstm":
+            return [(zeros[None], zeros[None]) for _ in self.cells]
+        return [zeros[None] for _ in self.cells]
+
+    def forward(self, tokens: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
+        """``tokens``: (time, batch) -> logits (time, batch, vocab) and the next state."""
+        h = self.drop(self.embedding(tokens))
+        new_state = []
+        for cell, s in zip(self.cells, state):
+            h, s = cell(h, s)
+            new_state.append(s)
+        return self.decoder(self.drop(h)), new_state
+
+
+def detach_state(state: Any) -> Any:
+    """The state with its history cut (truncated backpropagation through time)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+def build_language_model(
+    arch: Architecture, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
+) -> LanguageModel:
+    return LanguageModel(arch, vocab_size, hidden_size, num_layers, dropout)
+
+
+def hidden_size_for(
+    arch: Architecture, vocab_size: int, params: int, num_layers: int = 1, low: int = 4, high: int = 4096
+) -> int:
+    """The hidden size at which the language model of ``arch`` has the parameter count closest to
+    ``params`` (what an equal-parameter comparison of cells needs). Counted, not estimated."""
+
+    def count(h: int) -> int:
+        with torch.random.fork_rng(devices=[]):
+            model = build_language_model(arch, vocab_size, h, num_layers)
+        return sum(p.numel() for p in model.parameters())
+
+    while high - low > 1:  # the count grows with the hidden size
+        mid = (low + high) // 2
+        low, high = (mid, high) if count(mid) <= params else (low, mid)
+    return low if params - count(low) <= count(high) - params else high

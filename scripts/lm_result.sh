@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The README's language-model result (Zoph & Le's Penn Treebank experiment on tiny-shakespeare): for seeds
+# 0-2, the default recurrent-cell search (env=lm, LSTM controller) and random search with the same budget;
+# then each found cell and the standard LSTM, GRU and tanh RNN retrained at 500k parameters on words
+# (4 epochs, test perplexity) and moved to characters (2 epochs, bits per character), as Zoph & Le moved
+# their cell from word-level to character-level Penn Treebank. About 65 minutes of searches and 50 of
+# retraining with JOBS=2 on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.
+#   JOBS=2 bash scripts/lm_result.sh [OUT_FOLDER]        # then: python scripts/lm_table.py OUT_FOLDER
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-outputs/lm_result}
+jobs=${JOBS:-1}
+mkdir -p "$out"
+run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line, $jobs at a time
+
+for controller in lstm random; do
+  for seed in 0 1 2; do
+    search=$out/search_${controller}_$seed
+    [ -f "$search/done" ] && continue
+    echo "rm -rf $search && python scripts/train.py env=lm controller=$controller seed=$seed search.progress=false \
+hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
+  done
+done | run_all
+
+vocab=2000  # the search's vocabulary (conf/env/lm.yaml), for the standard cells too
+for seed in 0 1 2; do
+  for cell in lstm random lstm_cell gru rnn_tanh; do
+    case $cell in
+      lstm|random) arch=$out/search_${cell}_$seed/best.json ;;
+      lstm_cell) arch=lstm ;;
+      *) arch=$cell ;;
+    esac
+    for level in word char; do
+      epochs=$([ $level = word ] && echo 4 || echo 2)
+      dest=$out/retrain_${cell}_${level}_$seed
+      [ -f "$dest/result.json" ] && continue
+      echo "python scripts/retrain.py arch=$arch 'dataset={vocab_size:$vocab,level:$level}' lm.epochs=$epochs \
+lm.num_threads=1 seed=$seed hydra.run.dir=$dest > $dest.log 2>&1"
+    done
+  done
+done | run_all
+python scripts/lm_table.py "$out"
