@@ -7,8 +7,10 @@ h_{t-1}; every later node l reads one earlier node j; each node has an activatio
     c_0 = sigmoid(x_t W_xc + h_{t-1} W_hc)     h_0 = c_0 * f_0(x_t W_xh + h_{t-1} W_hh) + (1 - c_0) * h_{t-1}
     c_l = sigmoid(h_j W_c^l)                    h_l = c_l * f_l(h_j W_h^l) + (1 - c_l) * h_j
 
-and the new state h_t averages the loose ends (the nodes no other node reads). The standard cells
-(``lstm``, ``gru``, ``rnn_tanh``: torch's own modules) plug into the same :class:`LanguageModel`, so a
+and the new state h_t averages the loose ends (the nodes no other node reads). Identity and ReLU nodes
+leave the state unbounded, so h_t is scaled down to norm :data:`MAX_STATE_NORM` where it grows past it,
+per example and step, as the ENAS PyTorch port does (``shared_rnn.py``, "exploding gradient"). The
+standard cells (``lstm``, ``gru``, ``rnn_tanh``: torch's own modules) plug into the same :class:`LanguageModel`, so a
 searched cell and a baseline are trained by one loop with one parameter count to compare at.
 """
 
@@ -23,6 +25,7 @@ from torch import nn
 from nasrl.env.space import Architecture
 
 STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
+MAX_STATE_NORM = 25.0  # ENAS-pytorch's max_norm
 RECURRENT_NETWORKS = ("rnn_cell", *STANDARD_CELLS)
 CELL_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
@@ -70,6 +73,9 @@ class DAGCell(nn.Module):
                 if len(self.loose_ends) == 1
                 else torch.stack([nodes[i] for i in self.loose_ends]).mean(0)
             )
+            norms = h.norm(dim=-1, keepdim=True)
+            if norms.max() > MAX_STATE_NORM:  # rare: only unbounded activations get there
+                h = h * (MAX_STATE_NORM / norms).clamp(max=1.0)
             outputs.append(h)
         return torch.stack(outputs), h
 

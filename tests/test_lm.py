@@ -18,7 +18,7 @@ from nasrl.env import ChildNetEnv
 from nasrl.env.data import DataError
 from nasrl.env.lm import LanguageModelTrainer, evaluate_language_model, train_language_model
 from nasrl.env.retrain import load_model
-from nasrl.env.rnn import STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
+from nasrl.env.rnn import MAX_STATE_NORM, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
 from nasrl.env.space import SHIPPED_SPACES, load_space, shipped_spaces
 from nasrl.env.text import EOS, UNK, load_corpus
 
@@ -96,6 +96,17 @@ def test_the_cell_follows_the_enas_equations() -> None:
     c1, g1 = (h0 @ cell.w_h[1].weight.t()).chunk(2, -1)
     h1 = torch.sigmoid(c1) * torch.relu(g1) + (1 - torch.sigmoid(c1)) * h0
     torch.testing.assert_close(out[0], h1)
+
+
+def test_an_unbounded_cell_keeps_its_state_within_enas_norm() -> None:
+    arch = load_space("rnn_cell").decode([2, 2, 0, 2, 0, 2, 1, 2, 3])  # identity everywhere
+    model = build_language_model(arch, vocab_size=7, hidden_size=16)
+    with torch.no_grad():
+        for p in model.cells[0].parameters():
+            p.mul_(50)  # the state would grow without bound
+        out, _ = model.cells[0](torch.randn(30, 4, 16), torch.zeros(4, 16))
+    norms = out.norm(dim=-1)
+    assert norms.max() <= MAX_STATE_NORM * (1 + 1e-5) and norms[-1].min() > MAX_STATE_NORM / 2
 
 
 def test_input_choices_beyond_the_earlier_nodes_are_masked_and_refused(tmp_path) -> None:
@@ -216,9 +227,9 @@ def test_a_child_learns_and_its_score_is_zoph_and_les_reward(tmp_path) -> None:
 
 
 def test_a_diverging_child_is_a_recorded_failure(tmp_path) -> None:
-    env = lm_env(write_text_file(tmp_path / "t.txt"), optimizer="sgd", lr=1e12, grad_clip=1e12, max_steps=20)
+    env = lm_env(write_text_file(tmp_path / "t.txt"), optimizer="sgd", lr=1e30, grad_clip=1e30, max_steps=20)
     env.reset(seed=0)
-    for token in [2, 2, 0, 2, 0, 2, 0, 2, 0]:  # identity everywhere: nothing bounds the state
+    for token in [2, 2, 0, 2, 0, 2, 0, 2, 0]:  # identity everywhere; steps of 1e30 overflow the weights
         _, reward, done, _, info = env.step(token)
     assert done and info["failed"] and reward == env.failure_reward
     assert "non-finite" in info["reason"] or "loss became" in info["reason"]
