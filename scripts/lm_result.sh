@@ -3,7 +3,7 @@
 # 0-2, the default recurrent-cell search (env=lm, LSTM controller) and random search with the same budget;
 # then each found cell and the standard LSTM, GRU and tanh RNN retrained at 500k parameters on words
 # (4 epochs, test perplexity) and moved to characters (2 epochs, bits per character), as Zoph & Le moved
-# their cell from word-level to character-level Penn Treebank. About 65 minutes of searches and 50 of
+# their cell from word-level to character-level Penn Treebank. About 40 minutes of searches and 40 of
 # retraining with JOBS=2 on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.
 #   JOBS=2 bash scripts/lm_result.sh [OUT_FOLDER]        # then: python scripts/lm_table.py OUT_FOLDER
 set -euo pipefail
