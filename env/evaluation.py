@@ -69,7 +69,24 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class ChildTrainer:
+class ThreadedEvaluator:
+    """Base of the evaluators that train: :meth:`evaluate` runs ``_evaluate`` with ``num_threads`` torch
+    threads (None: what the runner gives each child) and records them in ``metrics["torch_threads"]``."""
+
+    num_threads: int | None = 1
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        threads = self.num_threads or torch.get_num_threads()
+        with torch_threads(threads):
+            result = self._evaluate(arch, seed)
+        result.metrics["torch_threads"] = threads
+        return result
+
+    def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        raise NotImplementedError
+
+
+class ChildTrainer(ThreadedEvaluator):
     """Trains the child network on the train split and scores it on the validation split.
 
     The budget is ``epochs`` passes over the training data, or ``max_steps`` optimizer steps if set.
@@ -157,13 +174,6 @@ class ChildTrainer:
     def total_steps(self) -> int:
         per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)
         return self.max_steps if self.max_steps is not None else per_epoch * self.epochs
-
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        threads = self.num_threads or torch.get_num_threads()  # None: what the runner gives each child
-        with torch_threads(threads):
-            result = self._evaluate(arch, seed)
-        result.metrics["torch_threads"] = threads
-        return result
 
     def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         start = time.perf_counter()

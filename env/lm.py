@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.evaluation import EvalResult, torch_threads
+from nasrl.env.evaluation import EvalResult, ThreadedEvaluator
+from nasrl.env.networks import count_parameters
 from nasrl.env.rnn import LanguageModel, build_language_model, detach_state
 from nasrl.env.space import Architecture
 from nasrl.env.text import Corpus, batchify, load_corpus
@@ -130,7 +131,7 @@ def perplexity_metrics(loss: float, level: str, prefix: str) -> dict[str, float]
     return metrics
 
 
-class LanguageModelTrainer:
+class LanguageModelTrainer(ThreadedEvaluator):
     """Trains the language model of a recurrent-cell architecture and scores it on the validation split.
 
     The budget is ``max_steps`` windows of ``bptt`` tokens over ``batch_size`` streams; ``val_tokens``
@@ -200,19 +201,12 @@ class LanguageModelTrainer:
         """Relative training time: the number of nodes each step runs (the matrices are all the same size)."""
         return float(max(1, len(arch.layers)))
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        threads = self.num_threads or torch.get_num_threads()
-        with torch_threads(threads):
-            result = self._evaluate(arch, seed)
-        result.metrics["torch_threads"] = threads
-        return result
-
     def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.build(arch)
-            params = sum(p.numel() for p in model.parameters())
+            params = count_parameters(model)
             failure = train_language_model(
                 model,
                 self.corpus.train,

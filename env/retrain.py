@@ -49,10 +49,7 @@ class Recipe:
     num_threads: int | None = None  # torch threads; null: torch's default
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            value = getattr(self, key)
-            if value < 1:
-                raise ValueError(f"retrain.{key} must be a positive integer, got {value!r}")
+        _check_positive(self, "retrain", ("epochs", "batch_size"))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -61,6 +58,13 @@ class Recipe:
             raise ValueError(f"retrain.lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"retrain.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+def _check_positive(recipe: Any, section: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = getattr(recipe, key)
+        if value < 1:
+            raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -93,10 +97,7 @@ class LMRecipe:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "hidden_size", "num_layers", "batch_size", "bptt"):
-            value = getattr(self, key)
-            if value < 1:
-                raise ValueError(f"lm.{key} must be a positive integer, got {value!r}")
+        _check_positive(self, "lm", ("epochs", "hidden_size", "num_layers", "batch_size", "bptt"))
         if self.params is not None and self.params < 1000:
             raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")
         if self.optimizer not in LM_OPTIMIZERS:

@@ -22,6 +22,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from nasrl.env.networks import count_parameters
 from nasrl.env.space import Architecture
 
 STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
@@ -149,7 +150,7 @@ def hidden_size_for(
     def count(h: int) -> int:
         with torch.random.fork_rng(devices=[]):
             model = build_language_model(arch, vocab_size, h, num_layers)
-        return sum(p.numel() for p in model.parameters())
+        return count_parameters(model)
 
     while high - low > 1:  # the count grows with the hidden size
         mid = (low + high) // 2
