@@ -94,6 +94,7 @@ class RayConfig:
     address: str | None = None  # null: start a local Ray; auto: join this node's cluster; ray://HOST:10001
     num_cpus: int | None = None  # CPUs of a local Ray (null: all of this machine)
     cpus_per_child: int = 1  # CPUs (and torch threads) each child asks for
+    gpus_per_child: float = 0  # GPUs each child asks for (0.25: four share one); > 0 with env.evaluator.device=cuda
 
 
 @dataclass
@@ -152,6 +153,7 @@ def register_configs() -> None:
     from nasrl.env.lm import LanguageModelTrainer
     from nasrl.env.nb201 import NASBench201Env
     from nasrl.env.retrain import LMRecipe, Recipe
+    from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
 
     trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema()})
     env_common = {"space": Any, "reward_transform": str, "cache": str | None}
@@ -168,6 +170,12 @@ def register_configs() -> None:
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
     lm = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": lm_trainer})
     store.store(group="env", name="base_lm", node=lm)
+    shared = schema_of(SharedWeightsTrainer, types_={"dataset": dataset_schema()})
+    ws = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": shared})
+    store.store(group="env", name="base_weight_sharing", node=ws)
+    shared_lm = schema_of(SharedLanguageModelTrainer, types_={"dataset": corpus_schema()})
+    lm_ws = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": shared_lm})
+    store.store(group="env", name="base_lm_weight_sharing", node=lm_ws)
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_benchmark", node=BenchmarkConfig)
     store.store(name="base_retrain", node=_retrain_config(Recipe, LMRecipe))

@@ -76,6 +76,9 @@ class EvolutionPolicy(Policy):
             return int(self.rng.choice(others)) if len(others) else planned
         return planned if planned in valid else int(self.rng.choice(valid))
 
+    def discard_episode(self) -> None:
+        self._proposed = max(0, self._proposed - 1)
+
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
         self._proposed = max(0, self._proposed - 1)
         self.population.append((list(info["tokens"]), float(reward)))

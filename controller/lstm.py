@@ -232,6 +232,9 @@ class LSTMPolicy(Policy):
         actions.append(action)
         return action
 
+    def discard_episode(self) -> None:
+        self._proposed.pop()
+
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
         steps, actions = self._proposed.pop(0)
         self.pending.append((steps, actions, float(reward)))

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchState
 
@@ -77,6 +79,23 @@ class Monitor:
                 labels = policy.spec.choice_labels[policy.spec.decision_names.index(decision)]
                 for label, p in zip(labels, probs):
                     add(f"policy/{decision}/{label}", p, step)
+
+    def shared_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Weight sharing's shared-weights phase: the step's loss, the sampled child's mini-batch accuracy and
+        the learning rate, against the number of shared-weights steps."""
+        if self.writer is not None:
+            for name in ("loss", "accuracy", "lr"):
+                self.writer.add_scalar(f"shared/{name}", metrics[name], step)
+
+    def derived(self, step: int, derived: Any) -> None:
+        """Weight sharing's derivation: the best candidate's shared-weights validation accuracy, every candidate's
+        as a histogram, and the best architecture."""
+        if self.writer is None:
+            return
+        scores = [score for score, _ in derived.candidates]
+        self.writer.add_scalar("derive/best_shared_accuracy", scores[0], step)
+        self.writer.add_histogram("derive/shared_accuracy", np.asarray(scores), step)
+        self.writer.add_text("derive/best_architecture", f"`{derived.best[1].describe()}`", step)
 
     def close(self, state: SearchState) -> None:
         if self.bar is not None:

@@ -11,7 +11,8 @@ The search loop (``controller/search.py``) drives a policy through the environme
 To train children in parallel, the loop may play up to ``proposals_per_round()`` episodes (start/act)
 before it calls ``end_episode`` for each of them, in the same order.
 
-plus ``state_dict()`` / ``load_state_dict()`` so a checkpoint taken between two episodes resumes the
+A sampled episode whose architecture only trains shared weights ends with ``discard_episode()`` instead
+of ``end_episode``. Plus ``state_dict()`` / ``load_state_dict()`` so a checkpoint taken between two episodes resumes the
 policy exactly. A policy is built by Hydra from ``conf/controller/*.yaml`` with two extra keyword
 arguments: ``spec`` (a :class:`TokenSpec` read off the environment) and ``seed``.
 """
@@ -65,6 +66,10 @@ class Policy:
         """Called with the last step's reward and info; return metrics to log (``{}`` if none).
         With several episodes proposed, it comes once per episode, oldest first."""
         return {}
+
+    def discard_episode(self) -> None:
+        """Forget the episode started last without learning from it: weight sharing's shared-weights phase
+        samples architectures from the frozen policy (``controller/weight_sharing.py``)."""
 
     def proposals_per_round(self) -> int | None:
         """How many episodes may be proposed before the result of the first is fed back (their children

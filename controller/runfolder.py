@@ -121,18 +121,20 @@ class RunFolder:
         self.history = self.path / "history.csv"
         self.checkpoint = self.path / "checkpoint.pt"
 
-    def start(self, policy: Policy, resume: bool) -> SearchState:
-        """The state to continue from: the checkpoint's (``resume``; restores ``policy`` and the random states)
-        or a new one. Either way the files then agree with the state, and a checkpoint exists, so a search
-        interrupted before its first child finished can be resumed too."""
+    def start(self, policy: Policy, resume: bool, evaluator: Any = None) -> SearchState:
+        """The state to continue from: the checkpoint's (``resume``; restores ``policy``, the random states and,
+        given, a weight-sharing ``evaluator``) or a new one. Either way the files then agree with the state,
+        and a checkpoint exists, so a search interrupted before its first child finished can be resumed too."""
         self.path.mkdir(parents=True, exist_ok=True)
-        state = load_checkpoint(self.checkpoint, policy) if resume and self.checkpoint.exists() else SearchState()
+        resuming = resume and self.checkpoint.exists()
+        state = load_checkpoint(self.checkpoint, policy, evaluator) if resuming else SearchState()
         _atomic_write(self.history, lambda fh: fh.write(_csv([_HEADER, *state.history]).encode()))
-        self.save(policy, state)
+        self.save(policy, state, evaluator)
         return state
 
-    def record(self, row: dict[str, Any], best: dict[str, Any]) -> None:
-        """Append an episode's row; rewrite ``best.json`` when this row is the best."""
+    def record(self, row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """Append an episode's row; rewrite ``best.json`` when this row is the best (``best=None``: never,
+        for a search whose result is chosen otherwise, see :meth:`write_best`)."""
         with open(self.history, "a") as fh:
             fh.write(_csv([row]))
             fh.flush()
@@ -141,10 +143,15 @@ class RunFolder:
             payload = {k: best[k] for k in ("architecture", "reward", "val_accuracy", "params", "episode", "index")}
             payload |= {"tokens": [int(t) for t in best["tokens"].split()], "metrics": json.loads(best["metrics"])}
             payload["arch"] = best.get("arch")
-            _atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
+            self.write_best(payload)
 
-    def save(self, policy: Policy, state: SearchState) -> None:
-        """Rewrite the checkpoint: policy, the loop's state and every random state."""
+    def write_best(self, payload: dict[str, Any]) -> None:
+        """Rewrite ``best.json`` (what ``nasrl-retrain RUN`` retrains): ``tokens`` and the readable fields."""
+        _atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
+
+    def save(self, policy: Policy, state: SearchState, evaluator: Any = None) -> None:
+        """Rewrite the checkpoint: policy, the loop's state, every random state and, given, the state of a
+        weight-sharing ``evaluator`` (its shared weights, optimizer and data order)."""
         payload = {
             "version": CHECKPOINT_VERSION,
             "spec": policy.spec.__dict__,
@@ -152,6 +159,8 @@ class RunFolder:
             "state": state.saved(),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
         }
+        if evaluator is not None:
+            payload["evaluator"] = evaluator.state_dict()
         _atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))
 
 
@@ -164,9 +173,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def load_checkpoint(path: Path, policy: Policy) -> SearchState:
-    """Restore ``policy`` and the random states from ``path``; return the loop's state. Refuses anything
-    unusable, naming what is wrong."""
+def load_checkpoint(path: Path, policy: Policy, evaluator: Any = None) -> SearchState:
+    """Restore ``policy``, the random states and, given, a weight-sharing ``evaluator`` from ``path``; return
+    the loop's state. Refuses anything unusable, naming what is wrong."""
     try:
         payload = torch.load(path, weights_only=False)
     except Exception as exc:
@@ -187,6 +196,16 @@ def load_checkpoint(path: Path, policy: Policy) -> SearchState:
             f"cannot resume: the checkpoint's policy does not fit the configured one "
             f"(a different controller or search space, or an older nasrl?): {type(exc).__name__}: {exc}"
         ) from None
+    if evaluator is not None:
+        if "evaluator" not in payload:
+            raise SearchError(f"cannot resume: {path} has no shared weights (it is not a weight-sharing search)")
+        try:
+            evaluator.load_state_dict(payload["evaluator"])
+        except Exception as exc:
+            raise SearchError(
+                f"cannot resume: the checkpoint's shared weights do not fit the configured evaluator "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from None
     random.setstate(payload["rng"]["python"])
     np.random.set_state(payload["rng"]["numpy"])
     torch.set_rng_state(payload["rng"]["torch"])

@@ -27,7 +27,7 @@ from nasrl.controller.runfolder import RunFolder, SearchError, SearchState
 from nasrl.env.evaluation import torch_threads
 from nasrl.env.parallel import InProcessRunner
 
-__all__ = ["SearchError", "SearchState", "run_search"]
+__all__ = ["SearchError", "SearchState", "play_episode", "run_search"]
 
 
 def run_search(
@@ -54,6 +54,11 @@ def run_search(
     child in its last step, one round being one episode.
     """
     _check(budget, max_episodes, max_consecutive_failures, max_minutes, getattr(policy, "batch_size", 1))
+    if getattr(getattr(env.unwrapped, "evaluator", None), "shares_weights", False):
+        raise ValueError(
+            "the environment's evaluator shares weights: its search is run_weight_sharing_search "
+            "(controller/weight_sharing.py), which nasrl-train runs for it"
+        )
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume) if folder is not None else SearchState()
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams)
@@ -101,11 +106,11 @@ def _play_round(env: gym.Env, policy: Policy, runner: Any, size: int) -> list[tu
     (``runner``), and the proposals are replayed through ``env.step`` for their rewards, in order.
     An environment that cannot defer training plays one episode, training its child in the last step."""
     if runner is None:
-        return [_play(env, policy)]
+        return [play_episode(env, policy)]
     env.unwrapped.defer_training()  # type: ignore[attr-defined]
-    proposals = [_play(env, policy)[1]["tokens"] for _ in range(size)]
+    proposals = [play_episode(env, policy)[1]["tokens"] for _ in range(size)]
     env.unwrapped.train_deferred(runner)  # type: ignore[attr-defined]
-    return [_play(env, None, tokens) for tokens in proposals]
+    return [play_episode(env, None, tokens) for tokens in proposals]
 
 
 def _check(budget: int, max_episodes: int, max_failures: int, max_minutes: float | None, batch: int) -> None:
@@ -139,7 +144,7 @@ def _idle_workers(workers: int, size: int) -> str:
     )
 
 
-def _play(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:
+def play_episode(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:
     """One episode through ``env.step``: the policy acts, or ``tokens`` are replayed. Returns the last
     step's reward and info."""
     obs, _ = env.reset()

@@ -14,6 +14,10 @@ offer to be searched by the same loop):
   ``reward_transform(val_accuracy)``, or of the evaluator's ``score`` where it gives one (a language
   model's ``c / perplexity**2``). Its ``info`` holds the decoded architecture and the scores.
 
+An evaluator may hold weights for the whole space (weight sharing, ``env/weight_sharing.py``): the
+environment hands it the space (``evaluator.use_space``) and, as its ``cacheable = False`` says, never
+caches its scores, which change as the shared weights train.
+
 To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
 round of episodes whose last steps only queue their children, trains the queue with
 :meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/parallel.py``), then plays
@@ -69,6 +73,9 @@ class ChildNetEnv(gym.Env):
             ds = dict(dataset) if isinstance(dataset, dict) else {"name": dataset}
             evaluator = ChildTrainer(dataset=ds, **(training or {}))
         self.evaluator = evaluator
+        if hasattr(evaluator, "use_space"):  # an evaluator that holds weights for the whole space (weight sharing)
+            evaluator.use_space(self.space)
+        self.cacheable = getattr(evaluator, "cacheable", True)  # False: a score that changes (shared weights)
         self.reward_transform = get_reward_transform(reward_transform)
         self.failure_reward = float(failure_reward)
         self.cache = cache if isinstance(cache, EvaluationCache) else EvaluationCache(cache)
@@ -165,8 +172,8 @@ class ChildNetEnv(gym.Env):
         arch = self.space.decode(tokens)
         seed = self.child_seed(tokens)
         key = cache_key(self.space.to_dict(), self._fingerprint, tokens, seed)
-        result = self.cache.get(key)
-        if result is None and self._deferred is not None:
+        result = self.cache.get(key) if self.cacheable else None
+        if result is None and self._deferred is not None and self.cacheable:
             self._deferred[key] = (arch, seed)
             return self._observation(), 0.0, True, False, {"tokens": list(tokens), "deferred": True}
         # cached: the result was paid for before this episode asked for it (another episode, run or session)
@@ -174,7 +181,8 @@ class ChildNetEnv(gym.Env):
         self._trained_for_replay.discard(key)
         if result is None:
             result = safe_evaluate(self.evaluator, arch, seed)
-            self.cache.put(key, result)
+            if self.cacheable:
+                self.cache.put(key, result)
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
         info = {
             "architecture": self.describe(arch),

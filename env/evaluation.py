@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasrl.env.data import Dataset, load_dataset
+from nasrl.env.device import amp_dtype, autocast, resolve_device
 from nasrl.env.networks import build_network, count_parameters
 from nasrl.env.space import Architecture
 
@@ -101,6 +102,14 @@ class ChildTrainer(ThreadedEvaluator):
     ``search.workers=1``, cores / workers in worker processes, Ray's ``cpus_per_child``): 1.1 to 1.8x
     faster for a child alone on an idle machine.
 
+    ``device``: where children train (``auto``, ``cpu``, ``cuda``, ``cuda:N``; see ``env/device.py``),
+    resolved here, so CUDA asked for where there is none is refused before a search starts. The data are
+    copied to the device once per process, on the first evaluation (worker processes receive the trainer
+    pickled, without the copy). ``amp``: mixed precision (bfloat16 autocast, float16 with loss scaling on
+    GPUs without bfloat16) on CUDA; ignored on the CPU. On CUDA one seed gives one result up to the
+    nondeterminism of some GPU kernels; the cache key names the device (and amp) unless it is the CPU, so
+    CPU runs keep their keys.
+
     A loss that turns NaN or infinite ends training with a failed result, never an exception.
     """
 
@@ -115,6 +124,8 @@ class ChildTrainer(ThreadedEvaluator):
         weight_decay: float = 0.0,
         schedule: str = "cosine",
         num_threads: int | None = 1,
+        device: str = "cpu",
+        amp: bool = False,
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
@@ -129,6 +140,8 @@ class ChildTrainer(ThreadedEvaluator):
             raise ValueError(f"lr must be positive, got {lr!r}")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
+        self.device = resolve_device(device)  # before loading data: a bad device is refused at once
+        self.amp = bool(amp)
         if isinstance(dataset, str):
             dataset = load_dataset(dataset)
         elif isinstance(dataset, dict):
@@ -142,6 +155,12 @@ class ChildTrainer(ThreadedEvaluator):
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.num_threads = num_threads
+        self._on_device: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes get the trainer pickled: without the copy of the data on a GPU, which each
+        # process makes for itself on its own device (and which a process without that GPU could not load).
+        return {**self.__dict__, "_on_device": None}
 
     def fingerprint(self) -> dict[str, Any]:
         d = self.dataset
@@ -157,7 +176,18 @@ class ChildTrainer(ThreadedEvaluator):
             "weight_decay": self.weight_decay,
             "schedule": self.schedule,
             "num_threads": self.num_threads,
+            **device_fingerprint(self.device, self.amp),
         }
+
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_train, y_train, x_val and y_val on ``self.device``, copied there once per process (and again
+        only if the device changes, as when a worker process is given its own GPU)."""
+        if self._on_device is None or self._on_device[0] != self.device:
+            d = self.dataset
+            moved = tuple(t.to(self.device) for t in (d.x_train, d.y_train, d.x_val, d.y_val))  # CPU: no copy
+            self._on_device = (self.device, moved)
+        x_train, y_train, x_val, y_val = self._on_device[1]
+        return x_train, y_train, x_val, y_val
 
     def build(self, arch: Architecture) -> torch.nn.Module:
         return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
@@ -180,20 +210,23 @@ class ChildTrainer(ThreadedEvaluator):
         # fork_rng: child training must not move the caller's torch random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self.build(arch)
+            model = self.build(arch)  # built on the CPU, so one seed draws the same initial weights anywhere
             params = count_parameters(model)
+            model.to(self.device)
             failure = self._train(model, seed)
             if failure:
                 return EvalResult(0.0, params, time.perf_counter() - start, failed=True, reason=failure)
-            accuracy = accuracy_of(model, self.dataset.x_val, self.dataset.y_val)
+            _, _, x_val, y_val = self.splits()
+            accuracy = accuracy_of(model, x_val, y_val)
         return EvalResult(accuracy, params, time.perf_counter() - start)
 
     def _train(self, model: torch.nn.Module, seed: int) -> str:
-        """Train in place; return a failure reason, or '' on success."""
+        """Train in place (on the model's device); return a failure reason, or '' on success."""
+        x_train, y_train, _, _ = self.splits()
         return train_model(
             model,
-            self.dataset.x_train,
-            self.dataset.y_train,
+            x_train,
+            y_train,
             steps=self.total_steps(),
             batch_size=self.batch_size,
             optimizer=self.optimizer,
@@ -201,7 +234,23 @@ class ChildTrainer(ThreadedEvaluator):
             weight_decay=self.weight_decay,
             schedule=self.schedule,
             seed=seed,
+            amp=self.amp,
         )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def device_fingerprint(device: torch.device, amp: bool) -> dict[str, Any]:
+    """What a trainer's device adds to its fingerprint: nothing on the CPU (so the cache keys of CPU runs
+    are those from before the setting existed, and amp, ignored there, changes nothing), else the device
+    type, not its index (worker processes spread over a machine's GPUs, which are normally alike), and
+    whether mixed precision is on."""
+    if device.type == "cpu":
+        return {}
+    return {"device": device.type, **({"amp": True} if amp else {})}
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -222,10 +271,20 @@ def train_model(
     seed: int = 0,
     label_smoothing: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
+    amp: bool = False,
 ) -> str:
     """The one training loop (search children and retraining): ``steps`` optimizer steps over shuffled
     mini-batches. Calls ``on_epoch(epoch, mean_loss)`` after each pass over the data. Returns a failure reason
-    (loss or weights not finite), or '' on success; never raises for a diverging model."""
+    (loss or weights not finite), or '' on success; never raises for a diverging model.
+
+    Trains on the model's device; ``x`` and ``y`` are copied there if they are elsewhere (pass them there
+    already to copy once). The data order is drawn on the CPU from ``seed``, so it is the same on every
+    device. ``amp``: mixed precision on CUDA (see :func:`nasrl.env.device.amp_dtype`), ignored on the CPU."""
+    device = model_device(model)
+    x, y = x.to(device), y.to(device)
+    dtype = amp_dtype(device, amp)
+    # float16 needs its gradients scaled (they underflow otherwise); bfloat16 has float32's range
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer]
     kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if optimizer == "sgd":
@@ -240,16 +299,22 @@ def train_model(
     model.train()
     step = epoch = 0
     while step < steps:
-        order = torch.randperm(len(y), generator=generator)
+        order = torch.randperm(len(y), generator=generator).to(device)  # one copy per epoch, not per batch
         losses: list[float] = []
         for i in range(0, len(y), batch_size):
             idx = order[i : i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=label_smoothing)
+            with autocast(device, dtype):
+                loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
                 return f"loss became {loss.item()} at step {step}"
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             if scheduler is not None:
                 scheduler.step()
             losses.append(float(loss.detach()))
@@ -268,8 +333,11 @@ def train_model(
 
 @torch.no_grad()
 def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y``, in eval mode."""
+    """Fraction of ``x`` that ``model`` classifies as ``y``, in eval mode and full precision, on the model's
+    device (``x`` and ``y`` are copied there if they are elsewhere)."""
     model.eval()
+    device = model_device(model)
+    x, y = x.to(device), y.to(device)
     correct = 0
     for i in range(0, len(y), batch_size):
         correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.evaluation import EvalResult, ThreadedEvaluator
+from nasrl.env.device import resolve_device
+from nasrl.env.evaluation import EvalResult, ThreadedEvaluator, device_fingerprint, model_device
 from nasrl.env.networks import count_parameters
 from nasrl.env.rnn import LanguageModel, build_language_model, detach_state
 from nasrl.env.space import Architecture
@@ -44,6 +45,14 @@ def as_corpus(dataset: Corpus | str | Path | dict[str, Any]) -> Corpus:
     return load_corpus(**dataset)
 
 
+def state_on(state: Any, device: torch.device) -> Any:
+    """A recurrent state (tensors, tuples and lists of them) on ``device``: ``initial_state`` makes it on
+    the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    return type(state)(state_on(s, device) for s in state)
+
+
 def train_language_model(
     model: LanguageModel,
     tokens: torch.Tensor,
@@ -60,10 +69,14 @@ def train_language_model(
 ) -> str:
     """Train ``model`` in place for ``steps`` windows of ``bptt`` tokens over ``batch_size`` parallel streams
     (the state carries over between windows, its gradient does not). Each pass over the data starts at a
-    random offset drawn from ``seed``. Returns a failure reason (non-finite loss or weights) or ''."""
+    random offset drawn from ``seed``. Returns a failure reason (non-finite loss or weights) or ''.
+
+    Trains on the model's device (``tokens`` are copied there if they are elsewhere); the offsets are drawn
+    on the CPU, so they are the same on every device."""
     if optimizer not in LM_OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(LM_OPTIMIZERS)}, got {optimizer!r}")
-    data = batchify(tokens, batch_size)
+    device = model_device(model)
+    data = batchify(tokens.to(device), batch_size)
     opt: torch.optim.Optimizer = (
         torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         if optimizer == "adam"
@@ -74,7 +87,7 @@ def train_language_model(
     model.train()
     step = epoch = 0
     while step < steps:
-        state = model.initial_state(batch_size)
+        state = state_on(model.initial_state(batch_size), device)
         start = int(torch.randint(bptt, (1,), generator=generator))
         losses: list[float] = []
         for i in range(start, len(data) - 1, bptt):
@@ -107,10 +120,12 @@ def train_language_model(
 def evaluate_language_model(
     model: LanguageModel, tokens: torch.Tensor, batch_size: int = 10, bptt: int = 35
 ) -> tuple[float, float]:
-    """(mean cross-entropy in nats per token, next-token accuracy) of ``model`` on ``tokens``, in eval mode."""
+    """(mean cross-entropy in nats per token, next-token accuracy) of ``model`` on ``tokens``, in eval mode, on
+    the model's device (``tokens`` are copied there if they are elsewhere)."""
     model.eval()
-    data = batchify(tokens, batch_size)
-    state = model.initial_state(batch_size)
+    device = model_device(model)
+    data = batchify(tokens.to(device), batch_size)
+    state = state_on(model.initial_state(batch_size), device)
     total = correct = count = 0.0
     for i in range(0, len(data) - 1, bptt):
         window = data[i : i + bptt + 1]
@@ -135,8 +150,10 @@ class LanguageModelTrainer(ThreadedEvaluator):
     """Trains the language model of a recurrent-cell architecture and scores it on the validation split.
 
     The budget is ``max_steps`` windows of ``bptt`` tokens over ``batch_size`` streams; ``val_tokens``
-    scores on the start of the validation split only (null: all of it). ``num_threads`` as in
-    :class:`~nasrl.env.evaluation.ChildTrainer`. A loss that turns non-finite is a failed result.
+    scores on the start of the validation split only (null: all of it). ``num_threads`` and ``device`` as in
+    :class:`~nasrl.env.evaluation.ChildTrainer` (the corpus is copied to the device once per process). No
+    mixed precision: the searched cell (``env/rnn.py``) mixes a float32 state with the half-precision
+    outputs of autocast in ``torch.lerp``, which refuses them. A loss that turns non-finite is a failed result.
     """
 
     def __init__(
@@ -155,6 +172,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
         score: str = "inverse_square",
         score_constant: float = 1e4,
         num_threads: int | None = 1,
+        device: str = "cpu",
     ) -> None:
         checks = {"hidden_size": hidden_size, "num_layers": num_layers, "max_steps": max_steps}
         checks |= {"batch_size": batch_size, "bptt": bptt}
@@ -173,6 +191,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
+        self.device = resolve_device(device)  # before reading the corpus: a bad device is refused at once
         self.corpus = as_corpus(dataset)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -187,12 +206,26 @@ class LanguageModelTrainer(ThreadedEvaluator):
         self.score = score
         self.score_constant = score_constant
         self.num_threads = num_threads
+        self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # as ChildTrainer: worker processes copy the corpus to their own device; the copy is not pickled
+        return {**self.__dict__, "_on_device": None}
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.corpus
-        settings = {k: v for k, v in vars(self).items() if k != "corpus"}
+        settings = {k: v for k, v in vars(self).items() if k not in ("corpus", "device") and not k.startswith("_")}
         return {"evaluator": type(self).__name__, "corpus": c.name, "vocab": c.vocab_size,
-                "data_sizes": [len(c.train), len(c.val)], **settings}  # fmt: skip
+                "data_sizes": [len(c.train), len(c.val)], **settings,
+                **device_fingerprint(self.device, amp=False)}  # fmt: skip
+
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The train tokens and the scored validation tokens on ``self.device``, copied there once per process
+        (and again only if the device changes)."""
+        if self._on_device is None or self._on_device[0] != self.device:
+            val = self.corpus.val if self.val_tokens is None else self.corpus.val[: self.val_tokens]
+            self._on_device = (self.device, self.corpus.train.to(self.device), val.to(self.device))
+        return self._on_device[1], self._on_device[2]
 
     def build(self, arch: Architecture) -> LanguageModel:
         return build_language_model(arch, self.corpus.vocab_size, self.hidden_size, self.num_layers, self.dropout)
@@ -205,11 +238,13 @@ class LanguageModelTrainer(ThreadedEvaluator):
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self.build(arch)
+            model = self.build(arch)  # on the CPU: one seed, the same initial weights on every device
             params = count_parameters(model)
+            model.to(self.device)
+            train, val = self.splits()
             failure = train_language_model(
                 model,
-                self.corpus.train,
+                train,
                 steps=self.max_steps,
                 batch_size=self.batch_size,
                 bptt=self.bptt,
@@ -220,7 +255,6 @@ class LanguageModelTrainer(ThreadedEvaluator):
             )
             if failure:
                 return EvalResult(0.0, params, time.perf_counter() - start, failed=True, reason=failure)
-            val = self.corpus.val if self.val_tokens is None else self.corpus.val[: self.val_tokens]
             loss, accuracy = evaluate_language_model(model, val, bptt=self.bptt)
         metrics = perplexity_metrics(loss, self.corpus.level, "val")
         seconds = time.perf_counter() - start

@@ -9,9 +9,12 @@ idle, and pass each result on as soon as it is known. A child whose worker dies 
 
 - :class:`InProcessRunner`: one child after another in this process (``search.workers=1``).
 - :class:`ProcessRunner`: ``search.workers=N`` processes, torch threads per process set so that the
-  cores are not oversubscribed.
+  cores are not oversubscribed. Children of an evaluator on CUDA (``device=cuda``, or ``auto`` on a GPU
+  machine) train on GPU ``i mod (GPUs)`` in worker ``i``; an explicit ``cuda:N`` keeps them all on GPU N.
 - :class:`RayRunner`: ``search.backend=ray``, one Ray task per child (``ray.address`` unset starts a local
-  Ray; ``auto`` or ``ray://...`` joins a cluster). Ray is the optional extra ``pip install -e ".[ray]"``.
+  Ray; ``auto`` or ``ray://...`` joins a cluster), asking Ray for ``cpus_per_child`` CPUs and
+  ``gpus_per_child`` GPUs (a fraction shares a GPU); Ray picks the GPU. Ray is the optional extra
+  ``pip install -e ".[ray]"``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from nasrl.env.device import worker_device
 from nasrl.env.evaluation import EvalResult, Evaluator, available_cores, torch_threads
 from nasrl.env.space import Architecture
 
@@ -84,12 +88,32 @@ class InProcessRunner:
 # --- processes on this machine ---------------------------------------------------------------------------
 
 _worker_evaluator: Any = None
+_worker_index: int | None = None  # this worker process's number in its pool: 0, 1, ... in the order they start
 
 
-def _init_worker(evaluator: Evaluator, threads: int) -> None:
-    global _worker_evaluator
+def cuda_device_of(evaluator: Evaluator) -> torch.device | None:
+    """The CUDA device ``evaluator`` trains on (its ``device`` attribute, as the trainers of ``nasrl.env``
+    have), or None: the CPU, or an evaluator that does not say."""
+    device = getattr(evaluator, "device", None)
+    return device if isinstance(device, torch.device) and device.type == "cuda" else None
+
+
+def _init_worker(evaluator: Evaluator, threads: int, counter: Any = None) -> None:
+    """Runs once in each worker process. ``counter``: a shared integer that numbers the workers as they
+    start (an initializer is not told its index), so that worker i can train on GPU i mod (GPUs)."""
+    global _worker_evaluator, _worker_index
     _worker_evaluator = evaluator
     torch.set_num_threads(threads)
+    if counter is None:
+        return
+    with counter.get_lock():
+        _worker_index = counter.value
+        counter.value += 1
+    device = cuda_device_of(evaluator)
+    if device is not None:
+        placed = worker_device(device, _worker_index)
+        cast(Any, evaluator).device = placed  # the Evaluator protocol has no device
+        torch.cuda.set_device(placed)  # what else this process puts on "cuda" goes there too
 
 
 def _evaluate_in_worker(arch: Architecture, seed: int) -> EvalResult:
@@ -100,7 +124,8 @@ class ProcessRunner:
     """Trains up to ``workers`` jobs at once in a pool of spawned processes (started on first use, kept for
     the whole search). A dead worker breaks the whole pool, so the jobs it took down cannot tell which of
     them killed it: they are retried one at a time in a fresh pool, where a job that breaks the pool is
-    the culprit; after ``max_retries`` such retries it is recorded as failed."""
+    the culprit; after ``max_retries`` such retries it is recorded as failed. An evaluator on CUDA trains in
+    worker i on GPU i mod (GPUs) (see :func:`nasrl.env.device.worker_device`)."""
 
     def __init__(self, evaluator: Evaluator, workers: int, threads_per_worker: int | None = None, max_retries: int = 2):
         self.evaluator = evaluator
@@ -112,8 +137,12 @@ class ProcessRunner:
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already ran torch's thread pool can hang
         context = multiprocessing.get_context("spawn")
+        counter = context.Value("i", 0)  # numbers this pool's workers (a fresh pool counts from 0 again)
         return ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.evaluator, self.threads)
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.evaluator, self.threads, counter),
         )
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
@@ -186,6 +215,9 @@ def import_ray() -> Any:
 
 def _evaluate_task(evaluator: Evaluator, arch: Architecture, seed: int, threads: int) -> EvalResult:
     torch.set_num_threads(threads)
+    if cuda_device_of(evaluator) is not None:
+        # Ray shows a task only the GPU it was given (CUDA_VISIBLE_DEVICES): that one is "cuda"
+        cast(Any, evaluator).device = torch.device("cuda")
     return safe_evaluate(evaluator, arch, seed)
 
 
@@ -193,7 +225,9 @@ class RayRunner:
     """One Ray task per child. Ray retries a task whose worker process died (``max_retries``); a child
     still lost after that is a failed result. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
     (all by default) and shuts it down at :meth:`close`; a Ray already initialised in this process is
-    used as it is."""
+    used as it is. Each child asks for ``cpus_per_child`` CPUs and ``gpus_per_child`` GPUs (0.25: four
+    children share a GPU); an evaluator on CUDA needs ``gpus_per_child > 0``, and one on the CPU 0, so that
+    Ray neither puts GPU children where it has no GPU to give nor holds GPUs that no child uses."""
 
     def __init__(
         self,
@@ -202,7 +236,9 @@ class RayRunner:
         num_cpus: int | None = None,
         cpus_per_child: int = 1,
         max_retries: int = 2,
+        gpus_per_child: float = 0,
     ) -> None:
+        check_gpus_per_child(evaluator, gpus_per_child)
         ray = import_ray()
         self.ray = ray
         self.evaluator = evaluator
@@ -218,7 +254,9 @@ class RayRunner:
                 configure_logging=True,
             )
         self._evaluator_ref = ray.put(evaluator)  # shipped once, not with every task
-        self._task = ray.remote(num_cpus=cpus_per_child, max_retries=max_retries)(_evaluate_task)
+        self._task = ray.remote(num_cpus=cpus_per_child, num_gpus=gpus_per_child, max_retries=max_retries)(
+            _evaluate_task
+        )
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         refs = {
@@ -243,6 +281,25 @@ class RayRunner:
     def close(self) -> None:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def check_gpus_per_child(evaluator: Evaluator, gpus_per_child: float) -> None:
+    """``search.ray.gpus_per_child`` must fit the evaluator's device (see :class:`RayRunner`); one-line errors."""
+    if not (isinstance(gpus_per_child, (int, float)) and gpus_per_child >= 0):
+        raise ValueError(f"search.ray.gpus_per_child must be a number >= 0 (e.g. 0.25 or 1), got {gpus_per_child!r}")
+    device = getattr(evaluator, "device", None)
+    if not isinstance(device, torch.device):
+        return  # an evaluator that does not say where it trains: the user's own choice stands
+    if device.type == "cuda" and gpus_per_child == 0:
+        raise ValueError(
+            f"children train on {device}, but search.ray.gpus_per_child=0 gives Ray tasks no GPU; "
+            "set search.ray.gpus_per_child (e.g. 0.25: four children share a GPU, 1: a GPU each)"
+        )
+    if device.type != "cuda" and gpus_per_child > 0:
+        raise ValueError(
+            f"search.ray.gpus_per_child={gpus_per_child}, but children train on {device}; "
+            "set env.evaluator.device=cuda (or auto on a GPU machine), or search.ray.gpus_per_child=0"
+        )
 
 
 def make_runner(

@@ -25,6 +25,7 @@ from torch import nn
 from nasrl.conf.schema import corpus_schema, dataset_schema
 from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
 from nasrl.env.data import Dataset
+from nasrl.env.device import resolve_device
 from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, torch_threads, train_model
 from nasrl.env.lm import LM_OPTIMIZERS, evaluate_language_model, perplexity_metrics, train_language_model
 from nasrl.env.networks import build_network, count_parameters
@@ -47,9 +48,12 @@ class Recipe:
     schedule: str = "onecycle"
     label_smoothing: float = 0.0
     num_threads: int | None = None  # torch threads; null: torch's default
+    device: str = "auto"  # auto: the first GPU if torch sees one, else the CPU; cpu, cuda, cuda:N
+    amp: bool = False  # mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU
 
     def __post_init__(self) -> None:
         _check_positive(self, "retrain", ("epochs", "batch_size"))
+        _check_device(self, "retrain")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -58,6 +62,14 @@ class Recipe:
             raise ValueError(f"retrain.lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"retrain.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+def _check_device(recipe: Any, section: str) -> None:
+    """``device`` must name a device this machine has (a one-line error naming the key, value and choices)."""
+    try:
+        resolve_device(recipe.device)
+    except ValueError as exc:
+        raise ValueError(f"{section}.{exc}") from None
 
 
 def _check_positive(recipe: Any, section: str, keys: tuple[str, ...]) -> None:
@@ -75,6 +87,7 @@ class Retrained:
     seconds: float
     curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_accuracy
     threads: int  # torch threads it trained with: the result depends on them
+    device: str = "cpu"  # where it trained (the result depends on it too)
 
 
 @dataclass
@@ -95,9 +108,11 @@ class LMRecipe:
     dropout: float = 0.2
     grad_clip: float = 0.25
     num_threads: int | None = None
+    device: str = "auto"  # as Recipe.device; no amp for language models (see LanguageModelTrainer)
 
     def __post_init__(self) -> None:
         _check_positive(self, "lm", ("epochs", "hidden_size", "num_layers", "batch_size", "bptt"))
+        _check_device(self, "lm")
         if self.params is not None and self.params < 1000:
             raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")
         if self.optimizer not in LM_OPTIMIZERS:
@@ -117,6 +132,7 @@ class RetrainedLM:
     seconds: float
     curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_perplexity
     threads: int
+    device: str = "cpu"
 
 
 class RetrainError(ValueError):
@@ -263,7 +279,8 @@ def _check_tokens(space: SearchSpace, tokens: list[int], source: str) -> None:
 def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, log: Any = None) -> Retrained:
     """Train ``arch`` on train + validation with ``recipe``; test after every epoch.
 
-    ``log(epoch, train_loss, test_accuracy)`` is called after each epoch (e.g. to write TensorBoard).
+    ``log(epoch, train_loss, test_accuracy)`` is called after each epoch (e.g. to write TensorBoard). Trains
+    and tests on ``recipe.device``, the data copied there once; the model comes back on that device.
     """
     threads = recipe.num_threads or torch.get_num_threads()
     with torch_threads(threads):
@@ -271,19 +288,21 @@ def retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int = 0, lo
 
 
 def _retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int, log: Any, threads: int) -> Retrained:
-    x = torch.cat([data.x_train, data.x_val])
-    y = torch.cat([data.y_train, data.y_val])
+    device = resolve_device(recipe.device)
+    x = torch.cat([data.x_train, data.x_val]).to(device)
+    y = torch.cat([data.y_train, data.y_val]).to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     start = time.perf_counter()
     curve: list[dict[str, float]] = []
 
     def on_epoch(epoch: int, loss: float) -> None:
-        acc = accuracy_of(model, data.x_test, data.y_test)
+        acc = accuracy_of(model, x_test, y_test)
         curve.append({"epoch": epoch, "train_loss": loss, "test_accuracy": acc})
         if log is not None:
             log(epoch, loss, acc)
 
     torch.manual_seed(seed)
-    model = build_network(arch, data.input_shape, data.num_classes)
+    model = build_network(arch, data.input_shape, data.num_classes).to(device)  # weights drawn on the CPU
     steps = recipe.epochs * -(-len(y) // recipe.batch_size)
     failure = train_model(
         model,
@@ -298,12 +317,14 @@ def _retrain(arch: Architecture, data: Dataset, recipe: Recipe, seed: int, log: 
         seed=seed,
         label_smoothing=recipe.label_smoothing,
         on_epoch=on_epoch,
+        amp=recipe.amp,
     )
     if failure:
         raise RetrainError(f"training diverged: {failure}; try a lower retrain.lr")
     model.eval()
     seconds = time.perf_counter() - start
-    return Retrained(model, curve[-1]["test_accuracy"], count_parameters(model), seconds, curve, threads)
+    params = count_parameters(model)
+    return Retrained(model, curve[-1]["test_accuracy"], params, seconds, curve, threads, str(device))
 
 
 def retrain_language_model(
@@ -311,18 +332,20 @@ def retrain_language_model(
 ) -> RetrainedLM:
     """Train the language model of ``arch`` on train + validation with ``recipe``; test after every epoch.
 
-    ``log(epoch, train_loss, metrics)`` is called after each epoch."""
+    ``log(epoch, train_loss, metrics)`` is called after each epoch. Trains and tests on ``recipe.device``."""
     threads = recipe.num_threads or torch.get_num_threads()
+    device = resolve_device(recipe.device)
     hidden = recipe.hidden_size
     if recipe.params is not None:
         hidden = hidden_size_for(arch, corpus.vocab_size, recipe.params, recipe.num_layers)
-    tokens = torch.cat([corpus.train, corpus.val])
+    tokens = torch.cat([corpus.train, corpus.val]).to(device)
+    test = corpus.test.to(device)
     steps = recipe.epochs * ((len(tokens) // recipe.batch_size - 1) // recipe.bptt)
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
 
     def on_epoch(epoch: int, train_loss: float) -> None:
-        loss = evaluate_language_model(model, corpus.test, bptt=recipe.bptt)[0]
+        loss = evaluate_language_model(model, test, bptt=recipe.bptt)[0]
         metrics = perplexity_metrics(loss, corpus.level, "test")
         curve.append({"epoch": epoch, "train_loss": train_loss, **metrics})
         if log is not None:
@@ -330,7 +353,7 @@ def retrain_language_model(
 
     with torch_threads(threads):
         torch.manual_seed(seed)
-        model = build_language_model(arch, corpus.vocab_size, hidden, recipe.num_layers, recipe.dropout)
+        model = build_language_model(arch, corpus.vocab_size, hidden, recipe.num_layers, recipe.dropout).to(device)
         failure = train_language_model(
             model, tokens, steps=steps, batch_size=recipe.batch_size, bptt=recipe.bptt, optimizer=recipe.optimizer,
             lr=recipe.lr, grad_clip=recipe.grad_clip, seed=seed, on_epoch=on_epoch,
@@ -340,17 +363,19 @@ def retrain_language_model(
     model.eval()
     metrics = {k: v for k, v in curve[-1].items() if k.startswith("test_")}
     params = count_parameters(model)
-    return RetrainedLM(model, metrics, params, hidden, time.perf_counter() - start, curve, threads)
+    return RetrainedLM(model, metrics, params, hidden, time.perf_counter() - start, curve, threads, str(device))
 
 
 def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset | Corpus, **extra: Any) -> None:
-    """Save weights with everything needed to rebuild the network (see :func:`load_model`)."""
+    """Save weights with everything needed to rebuild the network (see :func:`load_model`), as CPU tensors
+    wherever the model trained, so that a machine without a GPU loads them."""
     if isinstance(data, Corpus):  # a language model: its vocabulary and sizes
         shape: dict[str, Any] = {"vocab": data.vocab, "hidden_size": model.hidden_size, "num_layers": model.num_layers}
     else:
         shape = {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
     state = {"format": MODEL_FORMAT, "arch": arch.to_dict(), **shape, "dataset": data.name}
-    torch.save({**state, "state_dict": model.state_dict(), **extra}, path)
+    weights = {name: tensor.cpu() for name, tensor in model.state_dict().items()}  # the CPU's own: no copy
+    torch.save({**state, "state_dict": weights, **extra}, path)
 
 
 def load_model(path: str | Path) -> nn.Module:

@@ -58,27 +58,36 @@ class DAGCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x``: (time, batch, input_size), ``h``: (batch, hidden) -> outputs (time, batch, hidden), last h."""
-        projected = self.w_x(x)  # the input's share of node 0, for every step at once
         weights = [cast(nn.Linear, linear).weight.t() for linear in self.w_h]
-        outputs = []
-        for t in range(x.shape[0]):
-            nodes: list[torch.Tensor] = []
-            for node, (source, activation) in enumerate(zip(self.sources, self.activations)):
-                prev = h if source < 0 else nodes[source]
-                weight = weights[node]
-                pre = torch.addmm(projected[t], prev, weight) if source < 0 else prev @ weight
-                gate, candidate = pre.chunk(2, dim=-1)
-                nodes.append(torch.lerp(prev, activation(candidate), torch.sigmoid(gate)))  # c*f(.) + (1-c)*prev
-            h = (
-                nodes[self.loose_ends[0]]
-                if len(self.loose_ends) == 1
-                else torch.stack([nodes[i] for i in self.loose_ends]).mean(0)
-            )
-            norms = h.norm(dim=-1, keepdim=True)
-            if norms.max() > MAX_STATE_NORM:  # rare: only unbounded activations get there
-                h = h * (MAX_STATE_NORM / norms).clamp(max=1.0)
-            outputs.append(h)
-        return torch.stack(outputs), h
+        return unroll_cell(self.w_x(x), h, weights, self.sources, self.activations, self.loose_ends)
+
+
+def unroll_cell(
+    projected: torch.Tensor,
+    h: torch.Tensor,
+    weights: list[torch.Tensor],
+    sources: list[int],
+    activations: list[Callable[[torch.Tensor], torch.Tensor]],
+    loose_ends: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ENAS cell over a sequence (the equations at the top of this module): ``projected`` is the input's
+    share of node 0 for every step (time, batch, 2 hidden), ``weights[l]`` (hidden, 2 hidden) maps the state
+    node l reads (``sources[l]``; -1: h_{t-1}). Shared by :class:`DAGCell` and the weight-sharing supernet."""
+    outputs = []
+    for t in range(projected.shape[0]):
+        nodes: list[torch.Tensor] = []
+        for node, (source, activation) in enumerate(zip(sources, activations)):
+            prev = h if source < 0 else nodes[source]
+            weight = weights[node]
+            pre = torch.addmm(projected[t], prev, weight) if source < 0 else prev @ weight
+            gate, candidate = pre.chunk(2, dim=-1)
+            nodes.append(torch.lerp(prev, activation(candidate), torch.sigmoid(gate)))  # c*f(.) + (1-c)*prev
+        h = nodes[loose_ends[0]] if len(loose_ends) == 1 else torch.stack([nodes[i] for i in loose_ends]).mean(0)
+        norms = h.norm(dim=-1, keepdim=True)
+        if norms.max() > MAX_STATE_NORM:  # rare: only unbounded activations get there
+            h = h * (MAX_STATE_NORM / norms).clamp(max=1.0)
+        outputs.append(h)
+    return torch.stack(outputs), h
 
 
 class LanguageModel(nn.Module):

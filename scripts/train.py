@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -32,6 +33,7 @@ from nasrl.controller.build import (
 )
 from nasrl.controller.runfolder import resume_config
 from nasrl.controller.search import run_search
+from nasrl.controller.weight_sharing import run_weight_sharing_search
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="config", version_base="1.3")
@@ -61,6 +63,9 @@ def _search(cfg: DictConfig) -> None:
             env = build_env(cfg.env, run_dir)
             cleanup.callback(env.close)
             policy = build_policy(cfg.controller, env, cfg.seed)
+            if getattr(env.unwrapped.evaluator, "shares_weights", False):  # type: ignore[attr-defined]
+                _weight_sharing(cfg, env, policy, run_dir, resuming, hparams)
+                return
             runner = build_runner(cfg.search, env)
             if runner is not None:
                 cleanup.callback(runner.close)
@@ -97,6 +102,31 @@ def _search(cfg: DictConfig) -> None:
         f"(reward {best['reward']:.4f}), "
         f"{best['params']:,} parameters, found at episode {best['episode']}",
         f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
+        f"run folder: {run_dir}",
+    ):
+        report(line)
+
+
+def _weight_sharing(cfg: DictConfig, env: Any, policy: Any, run_dir: Path, resuming: bool, hparams: dict) -> None:
+    """ENAS's schedule (``controller/weight_sharing.py``) for an environment whose evaluator shares weights."""
+    state, derived = run_weight_sharing_search(
+        env,
+        policy,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        resume=resuming,
+        max_minutes=cfg.search.max_minutes,
+        progress=cfg.search.progress,
+        hparams=hparams,
+    )
+    score, arch = derived.best
+    for line in (
+        f"derived architecture: {arch.describe()}",
+        f"tokens: {' '.join(map(str, arch.tokens))}",
+        f"shared-weights {env.unwrapped.evaluator.score_label}: {score:.4f} (search phase, not a result: retrain it), "
+        f"best of {len(derived.candidates)} sampled",
+        f"controller phase: {state.episode} episodes, {state.distinct} distinct architectures, {state.elapsed:.0f} s",
+        f"retrain with: nasrl-retrain arch={run_dir}",
         f"run folder: {run_dir}",
     ):
         report(line)

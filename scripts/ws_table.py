@@ -1,0 +1,40 @@
+"""Print the README's weight-sharing table from the folder that ``scripts/ws_result.sh`` filled."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from nasrl.controller.runfolder import read_best
+
+
+def main(out: Path) -> None:
+    print("| search | test accuracy (%), seeds 0 / 1 / 2 | mean ± std | parameters | search minutes | "
+          "shared-weights val. accuracy of the derived architecture |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, label in (("lstm", "ENAS: LSTM with weight sharing"), ("random", "random search with weight sharing")):
+        accs, params, minutes, shared = [], [], [], []
+        for seed in (0, 1, 2):
+            result = out / f"retrain_{name}_{seed}" / "result.json"
+            search = out / f"search_{name}_{seed}"
+            if not result.exists():
+                continue
+            retrained = json.loads(result.read_text())
+            accs.append(100 * retrained["test_accuracy"])
+            params.append(f"{retrained['params'] / 1000:.0f}k")
+            best = read_best(search)
+            minutes.append(f"{best['search_seconds'] / 60:.1f}")
+            shared.append(f"{best['val_accuracy']:.4f}")
+        if not accs:
+            continue
+        spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        print(
+            f"| {label} | {' / '.join(f'{a:.1f}' for a in accs)} | {statistics.mean(accs):.2f}{spread} | "
+            f"{' / '.join(params)} | {' / '.join(minutes)} | {' / '.join(shared)} |"
+        )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ws_result"))

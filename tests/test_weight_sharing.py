@@ -1,0 +1,287 @@
+"""Weight sharing (ENAS): the supernet, its evaluator, the two-phase search, derivation, resume, the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_lm import write_text_file
+
+from conftest import random_tokens, run_script
+from nasrl.controller.lstm import LSTMPolicy
+from nasrl.controller.policy import TokenSpec
+from nasrl.controller.runfolder import read_history
+from nasrl.controller.search import run_search
+from nasrl.controller.weight_sharing import run_weight_sharing_search
+from nasrl.env.cache import EvaluationCache
+from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluation import EvalResult
+from nasrl.env.networks import build_network
+from nasrl.env.rnn import build_language_model
+from nasrl.env.space import Architecture, load_space
+from nasrl.env.supernet import build_supernet
+from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
+
+TINY_MLP = {
+    "name": "tiny_mlp",
+    "network": "mlp",
+    "depth": [1, 2],
+    "layer": [{"name": "units", "choices": [8, 16]}, {"name": "activation", "choices": ["relu", "tanh"]}],
+}
+DIGITS = {"name": "digits", "train_limit": 256}
+FAST = {"dataset": DIGITS, "epochs": 3, "shared_steps": 4, "controller_steps": 4, "derive_samples": 6}
+
+
+def archs_of(space_name: str, count: int, seed: int = 0) -> list[Architecture]:
+    space = load_space(space_name)
+    rng = np.random.default_rng(seed)
+    return [space.decode(random_tokens(space, rng)) for _ in range(count)]
+
+
+def copy_into(net: torch.nn.Module, supernet: torch.nn.Module, arch: Architecture) -> None:
+    """Load a stand-alone ConvChildNet with the supernet's slices for ``arch``."""
+    with torch.no_grad():
+        for i, (layer, inputs) in enumerate(zip(net.layers, net.inputs)):
+            kernel, filters = supernet._kernel(arch.layers[i]), arch.layers[i]["filters"]
+            channels = [arch.layers[j]["filters"] for j in inputs] if inputs else [net.layers[0][0].in_channels]
+            parts = [
+                supernet.conv[supernet._conv_key(i, kernel, s)][:filters, :c]
+                for s, c in zip(supernet._sources(i, tuple(inputs)), channels)
+            ]
+            layer[0].weight.copy_(torch.cat(parts, 1))
+            key = supernet._bn_key(i, kernel)
+            layer[1].weight.copy_(supernet.bn_weight[key][:filters])
+            layer[1].bias.copy_(supernet.bn_bias[key][:filters])
+        heads = [supernet.head[f"s{j}"][:, : arch.layers[j]["filters"]] for j in net.leaves]
+        net.classifier.weight.copy_(torch.cat(heads, 1))
+        net.classifier.bias.copy_(supernet.head_bias)
+
+
+def test_a_child_of_the_supernet_computes_its_standalone_network() -> None:
+    space = load_space("cnn1d")
+    supernet = build_supernet(space, (1, 40), 10)
+    x = torch.randn(8, 1, 40)
+    for arch in archs_of("cnn1d", 10):
+        net = build_network(arch, (1, 40), 10).train()  # batch statistics, as the supernet normalises
+        copy_into(net, supernet, arch)
+        assert torch.allclose(net(x), supernet(x, arch), atol=1e-5), arch.describe()
+
+
+def test_two_children_share_the_very_same_parameter_objects() -> None:
+    supernet = build_supernet(load_space("cnn1d"), (1, 40), 10)
+    candidates = [arch for arch in archs_of("cnn1d", 50) if arch.layers[0]["kernel_size"] == 3]
+    a, b = candidates[0], candidates[1]
+    assert a.tokens != b.tokens
+    shared = [p for p in supernet.child_parameters(a) if any(p is q for q in supernet.child_parameters(b))]
+    first_conv = supernet.conv[supernet._conv_key(0, (3,), 0)]
+    assert any(p is first_conv for p in shared) and any(p is supernet.head_bias for p in shared)
+    # and training one child moves what the other reads
+    before = first_conv.detach().clone()
+    supernet(torch.randn(4, 1, 40), a).sum().backward()
+    torch.optim.SGD(supernet.parameters(), lr=0.1).step()
+    assert not torch.equal(before, first_conv.detach())
+
+
+@pytest.mark.parametrize("space_name,shape", [("cnn1d", (1, 40)), ("cnn2d", (3, 8, 8)), ("mlp", (1, 40))])
+def test_only_the_chosen_parts_of_a_child_receive_gradients(space_name: str, shape: tuple) -> None:
+    supernet = build_supernet(load_space(space_name), shape, 10)
+    arch = archs_of(space_name, 1, seed=3)[0]
+    supernet(torch.randn(4, *shape), arch).sum().backward()
+    chosen = {id(p) for p in supernet.child_parameters(arch)}
+    for name, p in supernet.named_parameters():
+        if id(p) not in chosen:
+            assert p.grad is None, f"{name} is not on the path of {arch.describe()} but got a gradient"
+    width = arch.layers[0].get("filters", arch.layers[0].get("units"))
+    first = supernet.child_parameters(arch)[0]  # layer 0's weight: only its first `width` rows are read
+    assert first.grad is not None and first.grad[:width].abs().sum() > 0
+    assert first.grad[width:].abs().sum() == 0
+
+
+def test_a_space_without_shared_weights_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="use SharedLanguageModelTrainer"):
+        ChildNetEnv(space="rnn_cell", evaluator=SharedWeightsTrainer(dataset=DIGITS))
+    nb201 = {"name": "cell", "network": "nb201_cell", "depth": 6, "layer": [{"name": "op", "choices": ["none"]}]}
+    with pytest.raises(ValueError, match="weight sharing supports .*'nb201_cell'"):
+        build_supernet(load_space(nb201), (1, 40), 10)
+    with pytest.raises(ValueError, match="env.evaluator.epochs must be a positive integer, got 0"):
+        SharedWeightsTrainer(dataset=DIGITS, epochs=0)
+
+
+def test_shared_scores_are_never_cached_and_the_per_child_loop_refuses_them(tmp_path: Path) -> None:
+    evaluator = SharedWeightsTrainer(**FAST)
+    env = ChildNetEnv(space=TINY_MLP, evaluator=evaluator, cache=str(tmp_path / "cache.sqlite"))
+    evaluator.start(0)
+    tokens = [1, 1, 0, 0, 1]
+    scores = []
+    for _ in range(2):  # the same child twice: scored twice (on two validation mini-batches), never stored
+        env.reset(seed=0)
+        for t in tokens:
+            _, reward, done, _, info = env.step(t)
+        assert done and not info["cached"]
+        scores.append(reward)
+    assert len(env.cache) == 0
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=0)
+    with pytest.raises(ValueError, match="run_weight_sharing_search"):
+        run_search(env, policy, budget=2, max_episodes=2)
+
+
+class FavouringTanh(SharedWeightsTrainer):
+    """Shared weights as usual, but the controller phase rewards a first layer with tanh (a known optimum)."""
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        super().evaluate(arch, seed)
+        return EvalResult(1.0 if arch.layers[0]["activation"] == "tanh" else 0.0)
+
+
+def tanh_probability(policy: LSTMPolicy, env: ChildNetEnv) -> float:
+    """The policy's probability of tanh at the first layer's activation decision, depth 1 chosen."""
+    obs, _ = env.reset()
+    state = policy.net.initial_state()
+    for token in (0, 0):  # depth 1, units 8: then the activation decision
+        step = (int(obs["decision"]), int(obs["layer"]), int(obs["source"]), int(obs["prev_token"]), (1, 1))
+        policy.net.step(state, step)
+        obs, *_ = env.step(token)
+    step = (int(obs["decision"]), int(obs["layer"]), int(obs["source"]), int(obs["prev_token"]), (1, 1))
+    logits = torch.from_numpy(policy.net.step(state, step))
+    return float(policy._log_probs(logits, torch.tensor([False, False])).exp()[1])
+
+
+def test_alternating_phases_raise_the_probability_of_the_choice_the_rewards_favour() -> None:
+    env = ChildNetEnv(space=TINY_MLP, evaluator=FavouringTanh(**{**FAST, "epochs": 6, "controller_steps": 10}))
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=5, replay_top_k=0)
+    before = tanh_probability(policy, env)
+    state, derived = run_weight_sharing_search(env, policy, seed=0)
+    assert state.episode == 60  # 6 epochs x 10 controller steps
+    assert env.evaluator.step == 24  # 6 epochs x 4 shared steps
+    assert tanh_probability(policy, env) > before + 0.2
+    assert derived.candidates and all(0 <= score <= 1 for score, _ in derived.candidates)
+
+
+def ws_search(run_dir: Path, interrupt_at: int | None = None, resume: bool = False):
+    evaluator = SharedWeightsTrainer(**FAST)
+    env = ChildNetEnv(space=TINY_MLP, evaluator=evaluator)
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=2)
+    if interrupt_at is not None:
+        train_step = evaluator.train_step
+
+        def interrupting(arch: Architecture) -> dict:
+            if evaluator.step == interrupt_at:
+                raise KeyboardInterrupt
+            return train_step(arch)
+
+        evaluator.train_step = interrupting  # type: ignore[method-assign]
+    return run_weight_sharing_search(env, policy, seed=1, run_dir=run_dir, resume=resume), evaluator
+
+
+def timeless(rows: list[dict]) -> list[dict]:
+    """History rows without the seconds they took (a wall-clock measurement)."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_a_seed_reproduces_a_weight_sharing_search_and_resume_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    (state, derived), evaluator = ws_search(tmp_path / "once")
+    (again, derived_again), _ = ws_search(tmp_path / "again")
+    assert timeless(again.history) == timeless(state.history) and derived_again.candidates == derived.candidates
+    with pytest.raises(KeyboardInterrupt):
+        ws_search(tmp_path / "resumed", interrupt_at=6)  # in the second epoch: the first one is checkpointed
+    assert len(read_history(tmp_path / "resumed")) == 4  # the first epoch's controller phase
+    (resumed, derived_resumed), resumed_evaluator = ws_search(tmp_path / "resumed", resume=True)
+    assert [r["reward"] for r in resumed.history] == [r["reward"] for r in state.history]
+    assert timeless(resumed.history) == timeless(state.history)
+    assert [a.tokens for _, a in derived_resumed.candidates] == [a.tokens for _, a in derived.candidates]
+    for name, value in evaluator.state_dict()["supernet"].items():
+        assert torch.equal(value, resumed_evaluator.state_dict()["supernet"][name]), name
+    assert timeless(read_history(tmp_path / "resumed")) == timeless(read_history(tmp_path / "once"))
+    assert json.loads((tmp_path / "resumed" / "best.json").read_text())["tokens"] == list(derived.best[1].tokens)
+
+
+@pytest.mark.slow
+def test_the_command_searches_with_shared_weights_and_retrain_accepts_its_best_json(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    settings = [f"env.evaluator.{k}={v}" for k, v in FAST.items() if k != "dataset"]
+    result = run_script(
+        "train.py", "env=mnist1d_ws", "env.space=mlp", "env.evaluator.dataset.name=digits",
+        "env.evaluator.dataset.train_limit=256", *settings, "search.progress=false", f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "shared-weights validation accuracy" in result.stdout and "retrain it" in result.stdout
+    best = json.loads((run / "best.json").read_text())
+    derived = (run / "derived.csv").read_text().splitlines()
+    assert derived[1].split(",")[1] == " ".join(map(str, best["tokens"]))
+    assert len(read_history(run)) == 3 * 4
+    assert len(EvaluationCache(run / "cache.sqlite")) == 0  # shared-weights scores are never stored
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"shared/loss", "shared/accuracy", "shared/lr", "derive/best_shared_accuracy"} <= scalars
+    assert {"search/reward", "controller/baseline"} <= scalars
+    assert len(events.Scalars("shared/loss")) == 3 * 4
+    out = tmp_path / "retrained"
+    retrained = run_script("retrain.py", f"arch={run}", "retrain.epochs=1", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert retrained.returncode == 0, retrained.stderr
+    assert json.loads((out / "result.json").read_text())["tokens"] == best["tokens"]
+
+
+# --- the recurrent cell (ENAS's shared RNN) -------------------------------------------------------------
+
+
+def test_a_cell_of_the_recurrent_supernet_computes_its_standalone_language_model() -> None:
+    space = load_space("rnn_cell")
+    supernet = build_supernet(space, (), 30, hidden_size=8)
+    tokens = torch.randint(30, (6, 3))
+    for arch in archs_of("rnn_cell", 5):
+        model = build_language_model(arch, 30, 8)
+        with torch.no_grad():
+            model.embedding.weight.copy_(supernet.embedding.weight)
+            model.decoder.bias.copy_(supernet.decoder_bias)
+            cell = model.cells[0]
+            cell.w_x.weight.copy_(supernet.w_x)
+            for node, j in enumerate(supernet._sources(arch)):
+                cell.w_h[node].weight.copy_(supernet.w_h[f"n{node}_s{j}"])
+        expected, _ = model(tokens, model.initial_state(3))
+        got, _ = supernet(tokens, supernet.initial_state(3), arch)
+        assert torch.allclose(expected, got, atol=1e-5), arch.describe()
+    supernet.zero_grad()
+    arch = archs_of("rnn_cell", 1, seed=4)[0]
+    supernet(tokens, supernet.initial_state(3), arch)[0].sum().backward()
+    chosen = {id(p) for p in supernet.child_parameters(arch)}
+    assert all(p.grad is None for p in supernet.parameters() if id(p) not in chosen)
+    assert all(p.grad is not None for p in supernet.child_parameters(arch))
+
+
+def test_a_language_model_search_with_shared_weights_runs_resumes_and_derives(tmp_path: Path) -> None:
+    corpus = write_text_file(tmp_path / "corpus.txt", lines=400)
+    settings = {"dataset": {"path": str(corpus), "level": "word"}, "hidden_size": 8, "batch_size": 4, "bptt": 5}
+    settings |= {"val_batch_size": 2, "val_tokens": 200, "epochs": 3, "shared_steps": 3, "controller_steps": 3}
+    settings |= {"derive_samples": 4}
+
+    def search(run: Path, resume: bool = False, interrupt_at: int | None = None):
+        evaluator = SharedLanguageModelTrainer(**settings)
+        env = ChildNetEnv(space="rnn_cell", evaluator=evaluator)
+        if interrupt_at is not None:
+            train_step = evaluator.train_step
+
+            def interrupting(arch: Architecture) -> dict:
+                if evaluator.step == interrupt_at:
+                    raise KeyboardInterrupt
+                return train_step(arch)
+
+            evaluator.train_step = interrupting  # type: ignore[method-assign]
+        policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=3)
+        return run_weight_sharing_search(env, policy, seed=0, run_dir=run, resume=resume)
+
+    state, derived = search(tmp_path / "once")
+    assert state.episode == 9 and all(r["metrics"] != "{}" for r in state.history)  # val_perplexity per row
+    assert all(0 < score for score, _ in derived.candidates)
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "resumed", interrupt_at=4)
+    resumed, derived_resumed = search(tmp_path / "resumed", resume=True)
+    assert timeless(resumed.history) == timeless(state.history)
+    assert derived_resumed.candidates[0][0] == derived.candidates[0][0]
+    with pytest.raises(ValueError, match="use SharedWeightsTrainer"):
+        ChildNetEnv(space="cnn1d", evaluator=SharedLanguageModelTrainer(**settings))
