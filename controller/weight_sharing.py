@@ -11,8 +11,9 @@ Reads top to bottom. Per epoch (``env.evaluator.epochs`` of them):
    (``SharedWeightsTrainer.evaluate``) and the policy learns from that reward (REINFORCE for the LSTM).
 
 Then the **derivation**: ``derive_samples`` architectures sampled from the final policy, each scored on the
-validation split with the shared weights (``evaluator.score``: accuracy; a language model's reward quantity); the best goes to ``best.json``, for ``nasrl-retrain`` to
-train from scratch. Its shared-weights score is a search-phase number, never the result.
+validation split with the shared weights (``evaluator.score``: accuracy; for a language model, its reward's
+quantity); the best goes to ``best.json``, for ``nasrl-retrain`` to train from scratch. Its shared-weights
+score is a search-phase number, never the result.
 
 The checkpoint (``checkpoint.pt``, after every epoch) holds the policy, the loop's state, the shared
 weights, their optimizer and schedule, and the data order, so a resumed search equals an uninterrupted
