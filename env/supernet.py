@@ -51,12 +51,18 @@ def _uniform(shape: Sequence[int], fan_in: int) -> nn.Parameter:
 class ConvSupernet(nn.Module):
     """Every child of a ``cnn1d`` or ``cnn2d`` space (:class:`~nasrl.env.networks.ConvChildNet`) in one module.
 
+    With ``share_kernels``, the kernel sizes of a (layer, source) share the tensor of the largest one, each
+    reading its central taps (once-for-all's elastic kernel, without its transform matrices), and a layer's
+    batch norm is shared too: every tensor then trains with all the kernels instead of a quarter of them.
+
     Parameters, by name: ``conv[l{i}_k{kernel}_s{source}]`` (source 0: the network input, j + 1: layer j),
     ``bn_weight`` / ``bn_bias[l{i}_k{kernel}]`` and ``head[s{j}]`` (the classifier's slice that reads layer j)
     plus one ``head_bias``.
     """
 
-    def __init__(self, space: SearchSpace, input_shape: Sequence[int], num_classes: int) -> None:
+    def __init__(
+        self, space: SearchSpace, input_shape: Sequence[int], num_classes: int, share_kernels: bool = False
+    ) -> None:
         super().__init__()
         self.dims = 1 if space.network == "cnn1d" else 2
         shape = tuple(input_shape)
@@ -72,11 +78,13 @@ class ConvSupernet(nn.Module):
             kernels = [(k,) for k in _choices(space, "kernel_size", 3)]
         else:
             kernels = [(h, w) for h in _choices(space, "filter_height", 3) for w in _choices(space, "filter_width", 3)]
+        self.share_kernels = share_kernels
+        self.largest = tuple(max(k[d] for k in kernels) for d in range(self.dims))
         self.conv = nn.ParameterDict()
         self.bn_weight = nn.ParameterDict()
         self.bn_bias = nn.ParameterDict()
         for i in range(space.max_depth):
-            for kernel in kernels:
+            for kernel in [self.largest] if share_kernels else kernels:
                 for source in range(i + 1):
                     c_in = shape[0] if source == 0 else self.width
                     self.conv[self._conv_key(i, kernel, source)] = _uniform(
@@ -99,9 +107,24 @@ class ConvSupernet(nn.Module):
         return f"l{layer}_k{'x'.join(map(str, kernel))}"
 
     def _kernel(self, spec: dict[str, Any]) -> tuple[int, ...]:
+        """The kernel whose tensors a layer reads: its own, or the largest with ``share_kernels``."""
+        if self.share_kernels:
+            return self.largest
+        return self._own_kernel(spec)
+
+    def _own_kernel(self, spec: dict[str, Any]) -> tuple[int, ...]:
         if self.dims == 1:
             return (spec.get("kernel_size", 3),)
         return (spec.get("filter_height", 3), spec.get("filter_width", 3))
+
+    def _weight(self, tensor: torch.Tensor, kernel: tuple[int, ...], filters: int, channels: int) -> torch.Tensor:
+        """The slice of ``tensor`` a layer of ``filters`` filters and ``kernel`` reads from ``channels`` inputs:
+        leading filters and channels, and (``share_kernels``) the central taps of the largest kernel."""
+        weight = tensor[:filters, :channels]
+        if tuple(weight.shape[2:]) != kernel:
+            crops = tuple(slice((size - k) // 2, (size - k) // 2 + k) for size, k in zip(weight.shape[2:], kernel))
+            weight = weight[(..., *crops)]
+        return weight
 
     @staticmethod
     def _sources(i: int, inputs: tuple[int, ...]) -> list[int]:
@@ -125,7 +148,7 @@ class ConvSupernet(nn.Module):
         conv = F.conv1d if self.dims == 1 else F.conv2d
         outputs: list[torch.Tensor] = []
         for i, (spec, inputs) in enumerate(zip(arch.layers, arch.inputs)):
-            kernel, filters = self._kernel(spec), spec["filters"]
+            kernel, own, filters = self._kernel(spec), self._own_kernel(spec), spec["filters"]
             reads = [outputs[j] for j in inputs] if inputs else [x]
             size = [max(t.shape[2 + d] for t in reads) for d in range(self.dims)]
             h: torch.Tensor | None = None
@@ -134,8 +157,8 @@ class ConvSupernet(nn.Module):
                 for d in reversed(range(self.dims)):  # F.pad lists the last dimension first
                     pad.extend([0, size[d] - t.shape[2 + d]])
                 t = F.pad(t, pad) if any(pad) else t
-                weight = self.conv[self._conv_key(i, kernel, source)][:filters, : t.shape[1]]
-                part = conv(t, weight, stride=spec.get("stride", 1), padding=tuple(k // 2 for k in kernel))
+                weight = self._weight(self.conv[self._conv_key(i, kernel, source)], own, filters, t.shape[1])
+                part = conv(t, weight, stride=spec.get("stride", 1), padding=tuple(k // 2 for k in own))
                 h = part if h is None else h + part
             assert h is not None
             key = self._bn_key(i, kernel)
@@ -239,12 +262,18 @@ class RecurrentSupernet(nn.Module):
 
 
 def build_supernet(
-    space: SearchSpace, input_shape: Sequence[int], num_classes: int, hidden_size: int = 64, dropout: float = 0.0
+    space: SearchSpace,
+    input_shape: Sequence[int],
+    num_classes: int,
+    hidden_size: int = 64,
+    dropout: float = 0.0,
+    share_kernels: bool = False,
 ) -> nn.Module:
     """The shared weights of every child of ``space`` for inputs of ``input_shape`` (no batch dimension) and
-    ``num_classes`` outputs; a recurrent cell's: for a vocabulary of ``num_classes`` words, ``hidden_size`` units."""
+    ``num_classes`` outputs; a recurrent cell's: for a vocabulary of ``num_classes`` words, ``hidden_size`` units.
+    ``share_kernels``: a convolution's kernel sizes share one tensor (see :class:`ConvSupernet`)."""
     if space.network in ("cnn1d", "cnn2d"):
-        return ConvSupernet(space, input_shape, num_classes)
+        return ConvSupernet(space, input_shape, num_classes, share_kernels)
     if space.network == "mlp":
         return MLPSupernet(space, input_shape, num_classes)
     if space.network == "rnn_cell":

@@ -46,10 +46,11 @@ def copy_into(net: torch.nn.Module, supernet: torch.nn.Module, arch: Architectur
     """Load a stand-alone ConvChildNet with the supernet's slices for ``arch``."""
     with torch.no_grad():
         for i, (layer, inputs) in enumerate(zip(net.layers, net.inputs)):
-            kernel, filters = supernet._kernel(arch.layers[i]), arch.layers[i]["filters"]
+            spec = arch.layers[i]
+            kernel, own, filters = supernet._kernel(spec), supernet._own_kernel(spec), spec["filters"]
             channels = [arch.layers[j]["filters"] for j in inputs] if inputs else [net.layers[0][0].in_channels]
             parts = [
-                supernet.conv[supernet._conv_key(i, kernel, s)][:filters, :c]
+                supernet._weight(supernet.conv[supernet._conv_key(i, kernel, s)], own, filters, c)
                 for s, c in zip(supernet._sources(i, tuple(inputs)), channels)
             ]
             layer[0].weight.copy_(torch.cat(parts, 1))
@@ -61,14 +62,17 @@ def copy_into(net: torch.nn.Module, supernet: torch.nn.Module, arch: Architectur
         net.classifier.bias.copy_(supernet.head_bias)
 
 
-def test_a_child_of_the_supernet_computes_its_standalone_network() -> None:
+@pytest.mark.parametrize("share_kernels", [False, True])
+def test_a_child_of_the_supernet_computes_its_standalone_network(share_kernels: bool) -> None:
     space = load_space("cnn1d")
-    supernet = build_supernet(space, (1, 40), 10)
+    supernet = build_supernet(space, (1, 40), 10, share_kernels=share_kernels)
     x = torch.randn(8, 1, 40)
     for arch in archs_of("cnn1d", 10):
         net = build_network(arch, (1, 40), 10).train()  # batch statistics, as the supernet normalises
         copy_into(net, supernet, arch)
         assert torch.allclose(net(x), supernet(x, arch), atol=1e-5), arch.describe()
+    if share_kernels:  # one tensor per (layer, source): the largest kernel's
+        assert {tuple(p.shape[2:]) for p in supernet.conv.values()} == {(9,)}
 
 
 def test_two_children_share_the_very_same_parameter_objects() -> None:
