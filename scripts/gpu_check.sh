@@ -18,7 +18,7 @@ python -c "import torch; print(f'torch {torch.__version__}, CUDA available: {tor
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
 
 echo "== tests marked cuda"
-python -m pytest -m cuda tests/test_device.py -q -p no:cacheprovider -rs
+python -m pytest -m cuda tests/test_device.py tests/test_weight_sharing.py -q -p no:cacheprovider -rs
 tests_status=$?
 
 echo "== benchmark: the default MNIST-1D child"

@@ -109,6 +109,9 @@ def _search(cfg: DictConfig) -> None:
 
 def _weight_sharing(cfg: DictConfig, env: Any, policy: Any, run_dir: Path, resuming: bool, hparams: dict) -> None:
     """ENAS's schedule (``controller/weight_sharing.py``) for an environment whose evaluator shares weights."""
+    if cfg.search.workers > 1 or cfg.search.backend != "local":
+        report("note: search.workers and search.backend do not apply to weight sharing (one set of weights, "
+               "trained in this process; env.evaluator.device puts it on a GPU)", err=True)  # fmt: skip
     state, derived = run_weight_sharing_search(
         env,
         policy,

@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
-# The README's weight-sharing result on MNIST-1D: for seeds 0-2, ENAS's search (env=mnist1d_ws, LSTM
-# controller) and random search with weight sharing (controller=random on the same shared weights), each
-# derived architecture retrained from scratch with the full recipe (as scripts/mnist1d_result.sh retrains
-# the per-child searches' best). Searches run one at a time, so each search's wall time is its own on this
-# machine; retraining runs JOBS at a time on one thread each. Finished steps are skipped.
+# The README's weight-sharing result on MNIST-1D: for seeds 0-2, ENAS's search (env=mnist1d_ws) with the
+# LSTM at the command line's defaults and with settings for many noisy rewards (5 architectures per update,
+# no self-imitation), and random search with weight sharing (controller=random on the same shared weights);
+# each derived architecture retrained from scratch with the full recipe (as scripts/mnist1d_result.sh
+# retrains the per-child searches' best). JOBS searches (one thread each) and then JOBS retrainings run at
+# once; with JOBS=2 on 2 cores, about 10 minutes of searches and 15 of retraining. Finished steps are skipped.
 #   JOBS=2 bash scripts/ws_result.sh [OUT_FOLDER]        # then: python scripts/ws_table.py OUT_FOLDER
+#   EPOCHS=100 bash scripts/ws_result.sh outputs/ws_result_100   # another length of the schedule
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/ws_result}
 jobs=${JOBS:-1}
+epochs=${EPOCHS:-}  # empty: the default of env=mnist1d_ws
 mkdir -p "$out"
-for controller in lstm random; do
+run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line, $jobs at a time
+strategies=(
+  "lstm|controller=lstm"
+  "lstm_batch5|controller=lstm controller.batch_size=5 controller.replay_top_k=0"
+  "random|controller=random"
+)
+for entry in "${strategies[@]}"; do
+  name=${entry%%|*}; settings=${entry#*|}
   for seed in 0 1 2; do
-    search=$out/search_${controller}_$seed
+    search=$out/search_${name}_$seed
     [ -f "$search/done" ] && continue
-    rm -rf "$search"
-    python scripts/train.py env=mnist1d_ws controller=$controller seed=$seed search.progress=false \
-      hydra.run.dir="$search" > "$search.log" 2>&1
-    touch "$search/done"
+    echo "rm -rf $search && python scripts/train.py env=mnist1d_ws $settings seed=$seed search.progress=false \
+${epochs:+env.evaluator.epochs=$epochs} hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
   done
-done
-for controller in lstm random; do
+done | run_all
+for entry in "${strategies[@]}"; do
+  name=${entry%%|*}
   for seed in 0 1 2; do
-    dest=$out/retrain_${controller}_$seed
+    dest=$out/retrain_${name}_$seed
     [ -f "$dest/result.json" ] && continue
-    echo "python scripts/retrain.py arch=$out/search_${controller}_$seed seed=$seed retrain.num_threads=1 \
+    echo "python scripts/retrain.py arch=$out/search_${name}_$seed seed=$seed retrain.num_threads=1 \
 hydra.run.dir=$dest > $dest.log 2>&1"
   done
-done | xargs -d '\n' -P "$jobs" -I{} bash -c {}
+done | run_all
 python scripts/ws_table.py "$out"

@@ -14,7 +14,12 @@ def main(out: Path) -> None:
     print("| search | test accuracy (%), seeds 0 / 1 / 2 | mean ± std | parameters | search minutes | "
           "shared-weights val. accuracy of the derived architecture |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for name, label in (("lstm", "ENAS: LSTM with weight sharing"), ("random", "random search with weight sharing")):
+    strategies = (
+        ("lstm", "ENAS: LSTM with weight sharing, the controller's defaults"),
+        ("lstm_batch5", "ENAS: LSTM, 5 architectures per update, no self-imitation"),
+        ("random", "random search with weight sharing"),
+    )
+    for name, label in strategies:
         accs, params, minutes, shared = [], [], [], []
         for seed in (0, 1, 2):
             result = out / f"retrain_{name}_{seed}" / "result.json"

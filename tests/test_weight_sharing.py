@@ -12,8 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_lm import write_text_file
 
 from conftest import random_tokens, run_script
+from nasrl.controller.evolution import EvolutionPolicy
 from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
+from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_history
 from nasrl.controller.search import run_search
 from nasrl.controller.weight_sharing import run_weight_sharing_search
@@ -289,3 +291,29 @@ def test_a_language_model_search_with_shared_weights_runs_resumes_and_derives(tm
     assert derived_resumed.candidates[0][0] == derived.candidates[0][0]
     with pytest.raises(ValueError, match="use SharedWeightsTrainer"):
         ChildNetEnv(space="cnn1d", evaluator=SharedLanguageModelTrainer(**settings))
+
+
+@pytest.mark.parametrize("policy_class", [RandomPolicy, EvolutionPolicy])
+def test_random_search_and_evolution_run_on_the_same_shared_weights(policy_class: type) -> None:
+    env = ChildNetEnv(space=TINY_MLP, evaluator=SharedWeightsTrainer(**FAST))
+    policy = policy_class(TokenSpec.from_env(env), seed=0)
+    state, derived = run_weight_sharing_search(env, policy, seed=0)
+    assert state.episode == 12 and env.evaluator.step == 12
+    assert 1 <= len(derived.candidates) <= 6 and derived.best[0] == max(score for score, _ in derived.candidates)
+
+
+def test_shared_weights_on_cuda_without_cuda_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="sees no CUDA GPU; accepted here are 'auto' and 'cpu'"):
+        SharedWeightsTrainer(dataset=DIGITS, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_weight_sharing_search_runs_on_the_gpu() -> None:
+    env = ChildNetEnv(space=TINY_MLP, evaluator=SharedWeightsTrainer(**FAST, device="cuda"))
+    state, derived = run_weight_sharing_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=0), seed=0)
+    assert next(env.evaluator.supernet.parameters()).is_cuda
+    assert state.episode == 12 and 0 <= derived.best[0] <= 1
+    saved = env.evaluator.state_dict()["supernet"]
+    assert all(v.device.type == "cpu" for v in saved.values())  # a checkpoint loads on any machine
