@@ -5,7 +5,8 @@ as it can before it needs feedback (``policy.proposals_per_round()``: M for REIN
 M), their children are trained at once (``runner``: in this process, worker processes or Ray), and the
 results are fed back in the order of the proposals, each episode played through ``env.step``. The round
 does not depend on the number of workers, so a seed gives the same search whatever that number is. Every
-caller (``nasrl-train``, ``nasrl-benchmark``, the tests) goes through this one path.
+caller (``nasrl-train``, ``nasrl-benchmark``, the tests) goes through this one path, except a search with
+shared weights, whose schedule is ENAS's (``controller/weight_sharing.py``).
 
 Files: ``controller/runfolder.py``; TensorBoard and the progress bar: ``controller/monitor.py``.
 An interruption loses at most the round in flight, and the children it finished are in the evaluation

@@ -90,7 +90,12 @@ def parse_variant(text: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        settings[key] = value if not _is_number(value) else (int(value) if value.isdigit() else float(value))
+        if value.lower() in ("true", "false"):
+            settings[key] = value.lower() == "true"
+        elif _is_number(value):
+            settings[key] = int(value) if value.isdigit() else float(value)
+        else:
+            settings[key] = value
     return settings
 
 
