@@ -122,8 +122,8 @@ class ConvSupernet(nn.Module):
         leading filters and channels, and (``share_kernels``) the central taps of the largest kernel."""
         weight = tensor[:filters, :channels]
         if tuple(weight.shape[2:]) != kernel:
-            crops = tuple(slice((size - k) // 2, (size - k) // 2 + k) for size, k in zip(weight.shape[2:], kernel))
-            weight = weight[(..., *crops)]
+            for dim, (size, k) in enumerate(zip(weight.shape[2:], kernel), start=2):
+                weight = weight.narrow(dim, (size - k) // 2, k)
         return weight
 
     @staticmethod
