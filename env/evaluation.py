@@ -70,11 +70,35 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def require_positive(values: dict[str, Any], prefix: str = "", nullable: tuple[str, ...] = ()) -> None:
+    """Refuse a count below 1 in one line naming the setting (``prefix`` + key); ``nullable`` keys may be None."""
+    for key, value in values.items():
+        if key in nullable and value is None:
+            continue
+        if value < 1:
+            accepted = "a positive integer or null" if key in nullable else "a positive integer"
+            raise ValueError(f"{prefix}{key} must be {accepted}, got {value!r}")
+
+
 class ThreadedEvaluator:
     """Base of the evaluators that train: :meth:`evaluate` runs ``_evaluate`` with ``num_threads`` torch
-    threads (None: what the runner gives each child) and records them in ``metrics["torch_threads"]``."""
+    threads (None: what the runner gives each child) and records them in ``metrics["torch_threads"]``.
+    :meth:`on_device` keeps one copy of the data on ``self.device`` per process; it is not pickled, so worker
+    processes make their own, on their own device (a process without that GPU could not load it)."""
 
     num_threads: int | None = 1
+    device: torch.device = torch.device("cpu")
+    _on_device: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
+
+    def on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``tensors`` (the same ones at every call) on ``self.device``, copied there once per process, and
+        again only if the device changes, as when a worker process is given its own GPU. CPU: no copy."""
+        if self._on_device is None or self._on_device[0] != self.device:
+            self._on_device = (self.device, tuple(t.to(self.device) for t in tensors))
+        return self._on_device[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_on_device": None}
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         threads = self.num_threads or torch.get_num_threads()
@@ -131,15 +155,10 @@ class ChildTrainer(ThreadedEvaluator):
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
-        for key, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer or null, got {max_steps!r}")
+        counts = {"epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "num_threads": num_threads}
+        require_positive(counts, nullable=("max_steps", "num_threads"))
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
         self.device = resolve_device(device)  # before loading data: a bad device is refused at once
         self.amp = bool(amp)
         if isinstance(dataset, str):
@@ -155,12 +174,6 @@ class ChildTrainer(ThreadedEvaluator):
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.num_threads = num_threads
-        self._on_device: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Worker processes get the trainer pickled: without the copy of the data on a GPU, which each
-        # process makes for itself on its own device (and which a process without that GPU could not load).
-        return {**self.__dict__, "_on_device": None}
 
     def fingerprint(self) -> dict[str, Any]:
         d = self.dataset
@@ -180,13 +193,9 @@ class ChildTrainer(ThreadedEvaluator):
         }
 
     def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x_train, y_train, x_val and y_val on ``self.device``, copied there once per process (and again
-        only if the device changes, as when a worker process is given its own GPU)."""
-        if self._on_device is None or self._on_device[0] != self.device:
-            d = self.dataset
-            moved = tuple(t.to(self.device) for t in (d.x_train, d.y_train, d.x_val, d.y_val))  # CPU: no copy
-            self._on_device = (self.device, moved)
-        x_train, y_train, x_val, y_val = self._on_device[1]
+        """x_train, y_train, x_val and y_val on ``self.device`` (see :meth:`ThreadedEvaluator.on_device`)."""
+        d = self.dataset
+        x_train, y_train, x_val, y_val = self.on_device(d.x_train, d.y_train, d.x_val, d.y_val)
         return x_train, y_train, x_val, y_val
 
     def build(self, arch: Architecture) -> torch.nn.Module:

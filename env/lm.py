@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import EvalResult, ThreadedEvaluator, device_fingerprint, model_device
+from nasrl.env.evaluation import EvalResult, ThreadedEvaluator, device_fingerprint, model_device, require_positive
 from nasrl.env.networks import count_parameters
 from nasrl.env.rnn import LanguageModel, build_language_model, detach_state
 from nasrl.env.space import Architecture
@@ -175,10 +175,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
         device: str = "cpu",
     ) -> None:
         checks = {"hidden_size": hidden_size, "num_layers": num_layers, "max_steps": max_steps}
-        checks |= {"batch_size": batch_size, "bptt": bptt}
-        for key, value in checks.items():
-            if value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        require_positive(checks | {"batch_size": batch_size, "bptt": bptt})
         if optimizer not in LM_OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(LM_OPTIMIZERS)}, got {optimizer!r}")
         if score not in SCORES:
@@ -189,8 +186,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
+        require_positive({"num_threads": num_threads}, nullable=("num_threads",))
         self.device = resolve_device(device)  # before reading the corpus: a bad device is refused at once
         self.corpus = as_corpus(dataset)
         self.hidden_size = hidden_size
@@ -206,11 +202,6 @@ class LanguageModelTrainer(ThreadedEvaluator):
         self.score = score
         self.score_constant = score_constant
         self.num_threads = num_threads
-        self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # as ChildTrainer: worker processes copy the corpus to their own device; the copy is not pickled
-        return {**self.__dict__, "_on_device": None}
 
     def fingerprint(self) -> dict[str, Any]:
         c = self.corpus
@@ -220,12 +211,11 @@ class LanguageModelTrainer(ThreadedEvaluator):
                 **device_fingerprint(self.device, amp=False)}  # fmt: skip
 
     def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The train tokens and the scored validation tokens on ``self.device``, copied there once per process
-        (and again only if the device changes)."""
-        if self._on_device is None or self._on_device[0] != self.device:
-            val = self.corpus.val if self.val_tokens is None else self.corpus.val[: self.val_tokens]
-            self._on_device = (self.device, self.corpus.train.to(self.device), val.to(self.device))
-        return self._on_device[1], self._on_device[2]
+        """The train tokens and the scored validation tokens on ``self.device`` (see
+        :meth:`~nasrl.env.evaluation.ThreadedEvaluator.on_device`)."""
+        val = self.corpus.val if self.val_tokens is None else self.corpus.val[: self.val_tokens]
+        train, val = self.on_device(self.corpus.train, val)
+        return train, val
 
     def build(self, arch: Architecture) -> LanguageModel:
         return build_language_model(arch, self.corpus.vocab_size, self.hidden_size, self.num_layers, self.dropout)

@@ -26,7 +26,7 @@ from nasrl.conf.schema import corpus_schema, dataset_schema
 from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
 from nasrl.env.data import Dataset
 from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, torch_threads, train_model
+from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, require_positive, torch_threads, train_model
 from nasrl.env.lm import LM_OPTIMIZERS, evaluate_language_model, perplexity_metrics, train_language_model
 from nasrl.env.networks import build_network, count_parameters
 from nasrl.env.rnn import RECURRENT_NETWORKS, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
@@ -52,7 +52,7 @@ class Recipe:
     amp: bool = False  # mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU
 
     def __post_init__(self) -> None:
-        _check_positive(self, "retrain", ("epochs", "batch_size"))
+        require_positive({"epochs": self.epochs, "batch_size": self.batch_size}, "retrain.")
         _check_device(self, "retrain")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
@@ -70,13 +70,6 @@ def _check_device(recipe: Any, section: str) -> None:
         resolve_device(recipe.device)
     except ValueError as exc:
         raise ValueError(f"{section}.{exc}") from None
-
-
-def _check_positive(recipe: Any, section: str, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        value = getattr(recipe, key)
-        if value < 1:
-            raise ValueError(f"{section}.{key} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -111,7 +104,8 @@ class LMRecipe:
     device: str = "auto"  # as Recipe.device; no amp for language models (see LanguageModelTrainer)
 
     def __post_init__(self) -> None:
-        _check_positive(self, "lm", ("epochs", "hidden_size", "num_layers", "batch_size", "bptt"))
+        keys = ("epochs", "hidden_size", "num_layers", "batch_size", "bptt")
+        require_positive({key: getattr(self, key) for key in keys}, "lm.")
         _check_device(self, "lm")
         if self.params is not None and self.params < 1000:
             raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")

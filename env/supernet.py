@@ -127,7 +127,7 @@ class ConvSupernet(nn.Module):
         return weight
 
     @staticmethod
-    def _sources(i: int, inputs: tuple[int, ...]) -> list[int]:
+    def _sources(inputs: tuple[int, ...]) -> list[int]:
         return [j + 1 for j in inputs] if inputs else [0]
 
     def child_parameters(self, arch: Architecture) -> list[nn.Parameter]:
@@ -136,7 +136,7 @@ class ConvSupernet(nn.Module):
         fed = {j for inputs in arch.inputs for j in inputs}
         for i, (spec, inputs) in enumerate(zip(arch.layers, arch.inputs)):
             kernel = self._kernel(spec)
-            params += [self.conv[self._conv_key(i, kernel, s)] for s in self._sources(i, tuple(inputs))]
+            params += [self.conv[self._conv_key(i, kernel, s)] for s in self._sources(tuple(inputs))]
             params += [self.bn_weight[self._bn_key(i, kernel)], self.bn_bias[self._bn_key(i, kernel)]]
             if i not in fed:
                 params.append(self.head[f"s{i}"])
@@ -152,7 +152,7 @@ class ConvSupernet(nn.Module):
             reads = [outputs[j] for j in inputs] if inputs else [x]
             size = [max(t.shape[2 + d] for t in reads) for d in range(self.dims)]
             h: torch.Tensor | None = None
-            for source, t in zip(self._sources(i, tuple(inputs)), reads):
+            for source, t in zip(self._sources(tuple(inputs)), reads):
                 pad: list[int] = []
                 for d in reversed(range(self.dims)):  # F.pad lists the last dimension first
                     pad.extend([0, size[d] - t.shape[2 + d]])

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from nasrl.env.data import Dataset, load_dataset
 from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import EvalResult, available_cores, torch_threads
-from nasrl.env.lm import SCORES, as_corpus, perplexity_metrics
+from nasrl.env.evaluation import EvalResult, available_cores, require_positive, torch_threads
+from nasrl.env.lm import SCORES, as_corpus, evaluate_language_model, perplexity_metrics, state_on
 from nasrl.env.networks import build_network, count_parameters
 from nasrl.env.rnn import build_language_model
 from nasrl.env.space import Architecture, SearchSpace
@@ -59,16 +59,11 @@ class SharedWeights:
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"env.evaluator.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-        counts = {"epochs": epochs, "controller_steps": controller_steps, "derive_samples": derive_samples}
-        for key, value in counts.items():
-            if value < 1:
-                raise ValueError(f"env.evaluator.{key} must be a positive integer, got {value!r}")
-        if shared_steps is not None and shared_steps < 1:
-            raise ValueError(f"env.evaluator.shared_steps must be a positive integer or null, got {shared_steps!r}")
+        counts: dict[str, int | None] = {"epochs": epochs, "controller_steps": controller_steps}
+        counts |= {"derive_samples": derive_samples, "shared_steps": shared_steps, "num_threads": num_threads}
+        require_positive(counts, "env.evaluator.", nullable=("shared_steps", "num_threads"))
         if not lr > 0:
             raise ValueError(f"env.evaluator.lr must be positive, got {lr!r}")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"env.evaluator.num_threads must be a positive integer or null, got {num_threads!r}")
         self.device = resolve_device(device)
         self.epochs = epochs
         self.shared_steps = shared_steps or 1  # a subclass sets its default (one pass over its training data)
@@ -118,7 +113,8 @@ class SharedWeights:
 
     def use_space(self, space: SearchSpace) -> None:
         """Called by the environment with its space; refuses a space without shared weights at once."""
-        self._build(space)  # the check; the weights come in start
+        with torch.device("meta"):  # the check, without allocating weights: they come in start
+            self._build(space)
         self.space = space
 
     def start(self, seed: int) -> None:
@@ -254,9 +250,7 @@ class SharedWeightsTrainer(SharedWeights):
             weight_decay=weight_decay, grad_clip=grad_clip, device=device, num_threads=num_threads,
         )  # fmt: skip
         self.share_kernels = share_kernels
-        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
-            if value < 1:
-                raise ValueError(f"env.evaluator.{key} must be a positive integer, got {value!r}")
+        require_positive({"batch_size": batch_size, "val_batch_size": val_batch_size}, "env.evaluator.")
         if isinstance(dataset, str):
             dataset = load_dataset(dataset)
         elif isinstance(dataset, dict):
@@ -375,12 +369,8 @@ class SharedLanguageModelTrainer(SharedWeights):
         )  # fmt: skip
         if score not in SCORES:
             raise ValueError(f"env.evaluator.score must be one of {list(SCORES)}, got {score!r}")
-        for key, value in (("hidden_size", hidden_size), ("batch_size", batch_size), ("bptt", bptt)):
-            if value < 1:
-                raise ValueError(f"env.evaluator.{key} must be a positive integer, got {value!r}")
-        for key, value in (("val_batch_size", val_batch_size), ("val_tokens", val_tokens)):
-            if value < 1:
-                raise ValueError(f"env.evaluator.{key} must be a positive integer, got {value!r}")
+        counts = {"hidden_size": hidden_size, "batch_size": batch_size, "bptt": bptt}
+        require_positive(counts | {"val_batch_size": val_batch_size, "val_tokens": val_tokens}, "env.evaluator.")
         self.corpus = as_corpus(dataset)
         self.shared_steps = shared_steps or max(1, len(self.corpus.train) // (batch_size * bptt))
         self.hidden_size = hidden_size
@@ -428,7 +418,7 @@ class SharedLanguageModelTrainer(SharedWeights):
     def _loss(self, net: torch.nn.Module, arch: Architecture) -> tuple[torch.Tensor, float]:
         if self._position + 1 >= len(self._train):  # a new pass: a random offset, a zero state
             self._position = int(torch.randint(self.bptt, (1,), generator=self._generator))
-            self._state = [h.to(self.device) for h in cast(Any, net).initial_state(self.batch_size)]
+            self._state = state_on(cast(Any, net).initial_state(self.batch_size), self.device)
         window = self._train[self._position : self._position + self.bptt + 1]
         self._position += self.bptt
         logits, state = net(window[:-1], [h.detach() for h in self._state], arch)
@@ -456,25 +446,16 @@ class SharedLanguageModelTrainer(SharedWeights):
     def score(self, arch: Architecture) -> float:
         """The reward's quantity (``score_constant / perplexity**2`` by default) on the first ``val_tokens``
         validation tokens, 10 streams, windows of 35 (as ``LanguageModelTrainer`` scores a child)."""
-        data = batchify(self._val_head, 10)
-        net = cast(Any, self._net())
-        state = [h.to(self.device) for h in net.initial_state(10)]
-        total = count = 0.0
-        with torch.no_grad(), torch_threads(self.threads()):
-            net.eval()
-            for i in range(0, len(data) - 1, 35):
-                window = data[i : i + 36]
-                logits, state = net(window[:-1], state, arch)
-                total += float(F.cross_entropy(logits.flatten(0, 1), window[1:].flatten(), reduction="sum"))
-                count += window[1:].numel()
-        return SCORES[self.score_name](math.exp(min(total / count, 50.0)), self.score_constant)
+        with torch_threads(self.threads()):
+            loss, _ = evaluate_language_model(cast(Any, _Path(self._net(), arch)), self._val_head, batch_size=10)
+        return SCORES[self.score_name](math.exp(min(loss, 50.0)), self.score_constant)
 
     @torch.no_grad()
     def _nll(self, arch: Architecture, window: torch.Tensor, streams: int) -> tuple[float, float]:
         net = cast(Any, self._net())
         with torch_threads(self.threads()):
             net.eval()
-            state = [h.to(self.device) for h in net.initial_state(streams)]
+            state = state_on(net.initial_state(streams), self.device)
             logits, _ = net(window[:-1], state, arch)
             loss = float(F.cross_entropy(logits.flatten(0, 1), window[1:].flatten()))
         return loss, float((logits.argmax(-1) == window[1:]).float().mean())
@@ -490,6 +471,21 @@ class SharedLanguageModelTrainer(SharedWeights):
             "vocab_size": len(c.vocab),
             **{k: getattr(self, k) for k in keys},
         }
+
+
+class _Path(torch.nn.Module):
+    """One cell's path through a recurrent supernet, shaped as a language model (``forward(tokens, state)``,
+    ``initial_state``), so that ``evaluate_language_model`` scores it as it scores a stand-alone child."""
+
+    def __init__(self, supernet: torch.nn.Module, arch: Architecture) -> None:
+        super().__init__()
+        self.supernet, self.arch = supernet, arch
+
+    def initial_state(self, batch_size: int) -> list[torch.Tensor]:
+        return cast(Any, self.supernet).initial_state(batch_size)
+
+    def forward(self, tokens: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.supernet(tokens, state, self.arch)
 
 
 class _Batches:

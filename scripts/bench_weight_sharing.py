@@ -30,13 +30,14 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import play_episode
 from nasrl.controller.weight_sharing import sample_architecture
 from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluation import TokenMatchEvaluator
 from nasrl.env.parallel import ProcessRunner
 from nasrl.env.space import Architecture
 from nasrl.env.weight_sharing import SharedWeightsTrainer
 
 
 def sample_distinct(space: str, count: int, seed: int) -> list[Architecture]:
-    env = ChildNetEnv(space=space, evaluator=_NoTraining())
+    env = ChildNetEnv(space=space, evaluator=TokenMatchEvaluator(()))  # only the token protocol is used
     policy = RandomPolicy(TokenSpec.from_env(env), seed=seed)
     env.reset(seed=seed)
     archs: dict[tuple[int, ...], Architecture] = {}
@@ -44,16 +45,6 @@ def sample_distinct(space: str, count: int, seed: int) -> list[Architecture]:
         arch = sample_architecture(env, policy)
         archs.setdefault(arch.tokens, arch)
     return list(archs.values())
-
-
-class _NoTraining:
-    """Stands in for an evaluator where only the token protocol is used."""
-
-    def evaluate(self, arch: Architecture, seed: int) -> Any:
-        raise RuntimeError("not used")
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"evaluator": "none"}
 
 
 def standalone(space: str, archs: list[Architecture], workers: int, cache: str, seed: int) -> list[float]:

@@ -53,7 +53,7 @@ def copy_into(net: torch.nn.Module, supernet: torch.nn.Module, arch: Architectur
             channels = [arch.layers[j]["filters"] for j in inputs] if inputs else [net.layers[0][0].in_channels]
             parts = [
                 supernet._weight(supernet.conv[supernet._conv_key(i, kernel, s)], own, filters, c)
-                for s, c in zip(supernet._sources(i, tuple(inputs)), channels)
+                for s, c in zip(supernet._sources(tuple(inputs)), channels)
             ]
             layer[0].weight.copy_(torch.cat(parts, 1))
             key = supernet._bn_key(i, kernel)
@@ -167,19 +167,24 @@ def test_alternating_phases_raise_the_probability_of_the_choice_the_rewards_favo
     assert derived.candidates and all(0 <= score <= 1 for score, _ in derived.candidates)
 
 
+def interrupt(evaluator: SharedWeightsTrainer | SharedLanguageModelTrainer, at_step: int) -> None:
+    """Make the shared-weights step number ``at_step`` raise KeyboardInterrupt, as Ctrl-C there would."""
+    train_step = evaluator.train_step
+
+    def interrupting(arch: Architecture) -> dict:
+        if evaluator.step == at_step:
+            raise KeyboardInterrupt
+        return train_step(arch)
+
+    evaluator.train_step = interrupting  # type: ignore[method-assign]
+
+
 def ws_search(run_dir: Path, interrupt_at: int | None = None, resume: bool = False):
     evaluator = SharedWeightsTrainer(**FAST)
     env = ChildNetEnv(space=TINY_MLP, evaluator=evaluator)
     policy = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=2)
     if interrupt_at is not None:
-        train_step = evaluator.train_step
-
-        def interrupting(arch: Architecture) -> dict:
-            if evaluator.step == interrupt_at:
-                raise KeyboardInterrupt
-            return train_step(arch)
-
-        evaluator.train_step = interrupting  # type: ignore[method-assign]
+        interrupt(evaluator, interrupt_at)
     return run_weight_sharing_search(env, policy, seed=1, run_dir=run_dir, resume=resume), evaluator
 
 
@@ -270,14 +275,7 @@ def test_a_language_model_search_with_shared_weights_runs_resumes_and_derives(tm
         evaluator = SharedLanguageModelTrainer(**settings)
         env = ChildNetEnv(space="rnn_cell", evaluator=evaluator)
         if interrupt_at is not None:
-            train_step = evaluator.train_step
-
-            def interrupting(arch: Architecture) -> dict:
-                if evaluator.step == interrupt_at:
-                    raise KeyboardInterrupt
-                return train_step(arch)
-
-            evaluator.train_step = interrupting  # type: ignore[method-assign]
+            interrupt(evaluator, interrupt_at)
         policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=3)
         return run_weight_sharing_search(env, policy, seed=0, run_dir=run, resume=resume)
 
