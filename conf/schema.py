@@ -132,6 +132,10 @@ class BenchmarkSettings:
     workers: int = 2  # processes
     baseline: str = "random"  # the strategy every other one is tested against (Welch's t-test)
     published: dict[str, Any] = field(default_factory=dict)  # published numbers shown beside ours
+    # reference point of the hypervolume of each search's (first reported column, params) front: an accuracy in
+    # the column's unit (percent) and a parameter count; default: 0 % and the largest NAS-Bench-201 cell's network
+    # (all nor_conv_3x3, 1,531,546 parameters). Reported divided by the box from it to (100 %, 0 parameters)
+    hv_reference: list[float] = field(default_factory=lambda: [0.0, 1531546.0])
 
 
 @dataclass
@@ -153,10 +157,16 @@ def register_configs() -> None:
     from nasrl.env.lm import LanguageModelTrainer
     from nasrl.env.nb201 import NASBench201Env
     from nasrl.env.retrain import LMRecipe, Recipe
+    from nasrl.env.stopping import MedianStoppingRule
     from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
 
-    trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema()})
-    env_common = {"space": Any, "reward_transform": str, "cache": str | None}
+    # stopping: a node that exists (enabled: false), so that env.evaluator.stopping.enabled=true is one override
+    stopping = schema_of(MedianStoppingRule)
+    trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema(), "stopping": stopping})
+    from nasrl.env.rewards import CostObjective
+
+    # objective: a node that exists (metric: null, accuracy alone), so env.objective.metric=params is one override
+    env_common = {"space": Any, "reward_transform": str, "cache": str | None, "objective": schema_of(CostObjective)}
     policy = ("spec", "seed")  # given by the search, not by the config
     store = ConfigStore.instance()
     store.store(group="controller", name="base_lstm", node=schema_of(LSTMPolicy, exclude=policy))

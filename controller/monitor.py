@@ -66,6 +66,7 @@ class Monitor:
         add("search/archs_per_hour", state.distinct / max(state.elapsed, 1e-9) * 3600, step)
         add("child/params", row["params"], step)
         add("child/train_seconds", row["seconds"], step)
+        add("child/stopped", row.get("stopped", 0), step)  # 1: early stopping ended it, its score is partial
         for name, value in json.loads(row["metrics"]).items():  # what the evaluator reports, e.g. val_perplexity
             if name not in _NOT_LOGGED:
                 add(f"child/{name}", value, step)

@@ -43,11 +43,12 @@ HISTORY_COLUMNS = [
     "failed",
     "reason",
     "metrics",  # JSON of extra numbers the evaluator reported (e.g. NAS-Bench-201 accuracies, torch threads)
+    "stopped",  # 1: early stopping ended this child's training: its val_accuracy and reward are partial
 ]
 CHECKPOINT_VERSION = 1
 # info keys that have a column of their own, or that are not numbers to keep in ``metrics``
 _NOT_METRICS = {"architecture", "tokens", "arch", "val_accuracy", "params", "train_seconds", "failed", "reason"}
-_NOT_METRICS |= {"reused", "cached", "deferred", "child_seed"}
+_NOT_METRICS |= {"reused", "cached", "deferred", "child_seed", "stopped"}
 
 
 class SearchError(RuntimeError):
@@ -68,6 +69,7 @@ class SearchState:
     def __post_init__(self) -> None:
         self._first = {}
         for row in self.history:
+            row.setdefault("stopped", 0)  # a checkpoint written before the column existed
             self._first.setdefault(row["tokens"], row)
 
     def saved(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ class SearchState:
             "metrics": json.dumps(
                 {k: v for k, v in info.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
             ),
+            "stopped": int(bool(info.get("stopped", 0))),
             "arch": info.get("arch"),
         }
         self.history.append(row)
@@ -111,6 +114,14 @@ class SearchState:
         self.episode += 1
         self.consecutive_failures = self.consecutive_failures + 1 if row["failed"] and not row["reused"] else 0
         return row
+
+
+def evaluator_to_keep(env: Any) -> Any:
+    """The evaluator of ``env`` if a resume needs its state in the checkpoint (``keeps_state``, e.g. early
+    stopping's completed curves), else None: a search whose evaluator keeps nothing writes the checkpoint it
+    always wrote, and older checkpoints stay resumable."""
+    evaluator = getattr(getattr(env, "unwrapped", env), "evaluator", None)
+    return evaluator if getattr(evaluator, "keeps_state", False) else None
 
 
 class RunFolder:
@@ -151,7 +162,8 @@ class RunFolder:
 
     def save(self, policy: Policy, state: SearchState, evaluator: Any = None) -> None:
         """Rewrite the checkpoint: policy, the loop's state, every random state and, given, the state of a
-        weight-sharing ``evaluator`` (its shared weights, optimizer and data order)."""
+        weight-sharing ``evaluator`` (its shared weights, optimizer and data order) or of one that stops children
+        early (the completed children's curves)."""
         payload = {
             "version": CHECKPOINT_VERSION,
             "spec": policy.spec.__dict__,
@@ -198,12 +210,15 @@ def load_checkpoint(path: Path, policy: Policy, evaluator: Any = None) -> Search
         ) from None
     if evaluator is not None:
         if "evaluator" not in payload:
-            raise SearchError(f"cannot resume: {path} has no shared weights (it is not a weight-sharing search)")
+            raise SearchError(
+                f"cannot resume: {path} has no evaluator state (shared weights, early stopping's curves): it was "
+                "written by a search whose evaluator kept none"
+            )
         try:
             evaluator.load_state_dict(payload["evaluator"])
         except Exception as exc:
             raise SearchError(
-                f"cannot resume: the checkpoint's shared weights do not fit the configured evaluator "
+                f"cannot resume: the checkpoint's evaluator state does not fit the configured evaluator "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
     random.setstate(payload["rng"]["python"])

@@ -8,7 +8,8 @@ does not depend on the number of workers, so a seed gives the same search whatev
 caller (``nasrl-train``, ``nasrl-benchmark``, the tests) goes through this one path, except a search with
 shared weights, whose schedule is ENAS's (``controller/weight_sharing.py``).
 
-Files: ``controller/runfolder.py``; TensorBoard and the progress bar: ``controller/monitor.py``.
+Files: ``controller/runfolder.py``; TensorBoard and the progress bar: ``controller/monitor.py``; at the end
+(also of an interrupted or stopped search), ``pareto.csv`` and ``pareto.png``: ``controller/pareto.py``.
 An interruption loses at most the round in flight, and the children it finished are in the evaluation
 cache, so the resumed round trains only what was not finished.
 """
@@ -23,8 +24,9 @@ from typing import Any
 import gymnasium as gym
 
 from nasrl.controller.monitor import Monitor
+from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
-from nasrl.controller.runfolder import RunFolder, SearchError, SearchState
+from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep
 from nasrl.env.evaluation import torch_threads
 from nasrl.env.parallel import InProcessRunner
 
@@ -61,7 +63,7 @@ def run_search(
             "(controller/weight_sharing.py), which nasrl-train runs for it"
         )
     folder = RunFolder(run_dir) if run_dir is not None else None
-    state = folder.start(policy, resume) if folder is not None else SearchState()
+    state = folder.start(policy, resume, evaluator_to_keep(env)) if folder is not None else SearchState()
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams)
     if runner is None and hasattr(env.unwrapped, "defer_training"):
         runner = InProcessRunner(env.unwrapped.evaluator)  # type: ignore[attr-defined]
@@ -76,7 +78,8 @@ def run_search(
                 if max_minutes is not None and state.elapsed >= 60 * max_minutes:
                     break
                 left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
-                size = _round_size(policy, workers, left) if runner is not None else 1
+                rounds_matter = evaluator_to_keep(env) is not None
+                size = _round_size(policy, workers, left, rounds_matter) if runner is not None else 1
                 if size < min(workers, left) and not warned_idle:
                     warned_idle = True
                     warnings.warn(_idle_workers(workers, size), stacklevel=2)
@@ -96,10 +99,21 @@ def run_search(
                             f"(search.max_consecutive_failures={max_consecutive_failures}); last reasons: {reasons}"
                         )
                 if folder is not None:
-                    folder.save(policy, state)
+                    folder.save(policy, state, evaluator_to_keep(env))  # early stopping's curves, if on
         finally:
             monitor.close(state)
+            if folder is not None:
+                _write_pareto(folder.path, state)
     return state
+
+
+def _write_pareto(run_dir: Path, state: SearchState) -> None:
+    """pareto.csv and pareto.png from the history so far. A failure here only warns: it must not hide the
+    search's own outcome (an interrupt, an error) or make a finished search fail; history.csv is complete."""
+    try:
+        write_pareto(run_dir, state.history)
+    except Exception as exc:
+        warnings.warn(f"pareto.csv / pareto.png not written: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
 def _play_round(env: gym.Env, policy: Policy, runner: Any, size: int) -> list[tuple[float, dict]]:
@@ -128,12 +142,18 @@ def _check(budget: int, max_episodes: int, max_failures: int, max_minutes: float
         )
 
 
-def _round_size(policy: Policy, workers: int, left: int) -> int:
+FREE_ROUND = 16  # a round of a policy that ignores results, when results depend on the round (see below)
+
+
+def _round_size(policy: Policy, workers: int, left: int, rounds_matter: bool = False) -> int:
     """How many architectures to propose before feeding results back; never depends on how the children
-    are trained, except for a policy whose proposals ignore the results (``proposals_per_round() is None``)."""
+    are trained, except for a policy whose proposals ignore the results (``proposals_per_round() is None``),
+    and then only when the results do not depend on the rounds: ``rounds_matter`` (early stopping judges a
+    round's children by the children finished before it) fixes the round at ``FREE_ROUND`` whatever the
+    number of workers, so that one seed still gives one search."""
     size = policy.proposals_per_round()
     if size is None:  # several children per worker, so that a slow child does not leave the others idle
-        size = 4 * workers
+        size = FREE_ROUND if rounds_matter else 4 * workers
     return max(1, min(size, left))
 
 

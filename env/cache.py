@@ -2,7 +2,8 @@
 
 SQLite, so a crash mid-write leaves the file readable (a write is one transaction) and several
 processes can share one cache file. The key hashes the search space, the evaluator's fingerprint
-(data set, training settings), the tokens and the child seed.
+(data set, training settings), the tokens and the child seed. A second table keeps measured costs that
+are worth not measuring again (latencies, ``env/cost.py``), under keys of their own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class EvaluationCache:
         if path is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS costs (key TEXT PRIMARY KEY, costs TEXT NOT NULL)")
 
     def get(self, key: str) -> EvalResult | None:
         row = self._db.execute("SELECT result FROM results WHERE key = ?", (key,)).fetchone()
@@ -43,6 +45,14 @@ class EvaluationCache:
         self._db.execute(
             "INSERT OR REPLACE INTO results (key, result) VALUES (?, ?)", (key, json.dumps(result.to_dict()))
         )
+
+    def get_costs(self, key: str) -> dict[str, float] | None:
+        """Costs stored under ``key`` by :meth:`put_costs` (None if none are)."""
+        row = self._db.execute("SELECT costs FROM costs WHERE key = ?", (key,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def put_costs(self, key: str, costs: dict[str, float]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO costs (key, costs) VALUES (?, ?)", (key, json.dumps(costs)))
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])

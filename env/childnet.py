@@ -36,9 +36,10 @@ import numpy as np
 from gymnasium import spaces
 
 from nasrl.env.cache import EvaluationCache, cache_key
+from nasrl.env.cost import CostMeter, LatencySettings, can_measure
 from nasrl.env.evaluation import ChildTrainer, Evaluator
 from nasrl.env.parallel import InProcessRunner, Job, safe_evaluate
-from nasrl.env.rewards import get_reward_transform
+from nasrl.env.rewards import CostObjective, get_reward_transform
 from nasrl.env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
@@ -54,6 +55,13 @@ class ChildNetEnv(gym.Env):
             the evaluator's ``EvalResult.score``, where it gives one).
         failure_reward: reward of a child whose training failed (NaN loss, an exception).
         cache: path of a SQLite evaluation cache, an :class:`EvaluationCache`, or None for one in memory.
+        objective: how the reward weighs accuracy against a cost (:class:`~nasrl.env.rewards.CostObjective`;
+            None: accuracy alone). Whatever it says, a child whose evaluator builds networks reports its
+            ``params`` and ``flops`` in ``info`` (and ``latency_ms`` when the objective measures latency).
+            In ``constraint`` mode a child over the limit is decided before training: it is neither trained
+            nor queued, gets ``failure_reward``, and ``info`` says why (``reason``, ``over_limit`` 1). It is
+            not a failed child (``failed`` False), so a controller that proposes many cannot stop the search
+            through ``search.max_consecutive_failures``; it does count toward ``search.budget``.
     """
 
     metadata = {"render_modes": []}
@@ -67,6 +75,7 @@ class ChildNetEnv(gym.Env):
         reward_transform: str | Callable[[float], float] = "identity",
         failure_reward: float = 0.0,
         cache: str | Path | EvaluationCache | None = None,
+        objective: CostObjective | None = None,
     ) -> None:
         self.space = load_space(space)
         if evaluator is None:
@@ -82,6 +91,18 @@ class ChildNetEnv(gym.Env):
         self._fingerprint = (
             evaluator.fingerprint() if hasattr(evaluator, "fingerprint") else {"evaluator": repr(evaluator)}
         )
+        self.objective = objective if objective is not None else CostObjective()
+        self.costs: CostMeter | None = None  # None: an evaluator whose children's costs cannot be counted
+        if can_measure(evaluator):
+            o = self.objective
+            latency = LatencySettings(o.latency_batch_size, o.latency_repeats, o.latency_warmup, o.latency_threads)
+            self.costs = CostMeter(evaluator, self.space.to_dict(), latency, store=self.cache)
+        elif self.objective.active or self.objective.record_latency:
+            raise ValueError(
+                f"env.objective needs the costs of children, and {type(evaluator).__name__} cannot build its "
+                "children to count them (ChildTrainer and the NAS-Bench-201 table can): set "
+                "env.objective.metric=null and env.objective.record_latency=false"
+            )
 
         self.decision_types: list[DecisionType] = self.space.decision_types
         self.num_actions = self.space.num_actions
@@ -171,6 +192,11 @@ class ChildNetEnv(gym.Env):
         tokens = tuple(self._tokens)
         arch = self.space.decode(tokens)
         seed = self.child_seed(tokens)
+        costs = self.costs.costs(arch, self.objective.measures_latency) if self.costs is not None else {}
+        metric = self.objective.metric  # None: accuracy alone
+        limit = self.objective.over_limit(costs[metric]) if metric is not None else ""
+        if limit:  # decided before training and before queueing: nothing is trained for this child
+            return self._observation(), self.failure_reward, True, False, self._over_limit(arch, seed, costs, limit)
         key = cache_key(self.space.to_dict(), self._fingerprint, tokens, seed)
         result = self.cache.get(key) if self.cacheable else None
         if result is None and self._deferred is not None and self.cacheable:
@@ -183,21 +209,46 @@ class ChildNetEnv(gym.Env):
             result = safe_evaluate(self.evaluator, arch, seed)
             if self.cacheable:
                 self.cache.put(key, result)
+        getattr(self.evaluator, "observe", lambda key, result: None)(key, result)  # e.g. early stopping's curves
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
+        extra: dict[str, Any] = {k: v for k, v in costs.items() if k != "params"}  # params has its own key
+        if metric is not None and self.objective.mode == "constraint":
+            extra["over_limit"] = 0
+        elif metric is not None:
+            extra["cost_factor"] = self.objective.factor(costs[metric])
+            reward = reward if result.failed else reward * extra["cost_factor"]
         info = {
             "architecture": self.describe(arch),
             "tokens": list(tokens),
             "arch": arch.to_dict(),
             "val_accuracy": result.val_accuracy,
-            "params": result.params,
+            "params": result.params or int(costs.get("params", 0)),
             "train_seconds": result.seconds,
             "failed": result.failed,
             "reason": result.reason,
             "cached": cached,
             "child_seed": seed,
             **result.metrics,
+            **extra,
         }
         return self._observation(), reward, True, False, info
+
+    def _over_limit(self, arch: Architecture, seed: int, costs: dict[str, float], reason: str) -> dict[str, Any]:
+        """The last step's info for a child over the constraint's limit: not trained, not failed."""
+        return {
+            "architecture": self.describe(arch),
+            "tokens": list(arch.tokens),
+            "arch": arch.to_dict(),
+            "val_accuracy": 0.0,  # not trained
+            "params": int(costs.get("params", 0)),
+            "train_seconds": 0.0,
+            "failed": False,
+            "reason": reason,
+            "cached": False,
+            "child_seed": seed,
+            **{k: v for k, v in costs.items() if k != "params"},
+            "over_limit": 1,
+        }
 
     def _mask(self) -> np.ndarray:
         mask = np.zeros(self.num_actions, dtype=np.int8)

@@ -5,6 +5,11 @@ table or a fast synthetic score are interchangeable. An evaluator has one method
 ``evaluate(arch, seed) -> EvalResult``, and a ``fingerprint()`` naming everything that determines its
 results (used to key the evaluation cache). It may also have ``cost(arch) -> float``, a relative estimate
 of how long ``arch`` takes to evaluate: parallel runners start a round's most expensive children first.
+
+An evaluator whose results depend on the children before them (early stopping, ``env/stopping.py``) also has
+``round_options() -> dict``, keyword arguments of ``evaluate`` that runners compute once per round in the
+search's process and send with every child, and ``observe(key, result)``, called by the environment with
+every result it reads.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from nasrl.env.data import Dataset, load_dataset
 from nasrl.env.device import amp_dtype, autocast, resolve_device
 from nasrl.env.networks import build_network, count_parameters
 from nasrl.env.space import Architecture
+from nasrl.env.stopping import MedianStoppingRule, Thresholds, make_stopping
 
 
 @dataclass
@@ -38,6 +44,12 @@ class EvalResult:
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # extra reported numbers (never the reward)
     score: float | None = None  # what the reward is made from when it is not val_accuracy (language models)
+    curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch, when measured
+
+    @property
+    def stopped(self) -> bool:
+        """Early stopping ended this child's training (``metrics["stopped"]``): ``val_accuracy`` is partial."""
+        return bool(self.metrics.get("stopped", 0))
 
     @property
     def reward_input(self) -> float:
@@ -100,14 +112,16 @@ class ThreadedEvaluator:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_on_device": None}
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def evaluate(self, arch: Architecture, seed: int, **options: Any) -> EvalResult:
+        """``_evaluate(arch, seed, **options)`` on ``num_threads`` threads; ``options``: a round's options."""
         threads = self.num_threads or torch.get_num_threads()
         with torch_threads(threads):
-            result = self._evaluate(arch, seed)
+            result = self._evaluate(arch, seed, **options)
         result.metrics["torch_threads"] = threads
         return result
 
     def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        """Train and score ``arch``; a subclass that takes a round's options adds them as keyword arguments."""
         raise NotImplementedError
 
 
@@ -135,6 +149,14 @@ class ChildTrainer(ThreadedEvaluator):
     CPU runs keep their keys.
 
     A loss that turns NaN or infinite ends training with a failed result, never an exception.
+
+    Cheaper children (README, "Cheaper children"): ``train_fraction`` (0 < f <= 1, default 1) trains every
+    child on the same fixed, class-stratified fraction of the training split (drawn once from a fixed seed, not
+    the child's; the validation split is untouched), so an epoch is that many fewer steps. ``stopping``: the
+    early-stopping rule (:class:`nasrl.env.stopping.MedianStoppingRule`; off unless ``enabled``); with it on,
+    each child measures its validation accuracy after every epoch (``EvalResult.curve``) and a stopped child's
+    result is marked (``metrics["stopped"] = 1``, ``metrics["stopped_epoch"]``). At their defaults neither
+    changes the cache key, so caches written before they existed still hit.
     """
 
     def __init__(
@@ -150,7 +172,12 @@ class ChildTrainer(ThreadedEvaluator):
         num_threads: int | None = 1,
         device: str = "cpu",
         amp: bool = False,
+        train_fraction: float = 1.0,
+        stopping: MedianStoppingRule | dict[str, Any] | None = None,
     ) -> None:
+        fraction_ok = isinstance(train_fraction, (int, float)) and not isinstance(train_fraction, bool)
+        if not (fraction_ok and 0 < train_fraction <= 1):
+            raise ValueError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
         if schedule not in SCHEDULES:
@@ -174,6 +201,9 @@ class ChildTrainer(ThreadedEvaluator):
         self.weight_decay = weight_decay
         self.schedule = schedule
         self.num_threads = num_threads
+        self.train_fraction = float(train_fraction)
+        self.stopping = make_stopping(stopping)
+        self._train_idx = stratified_subset(dataset.y_train, self.train_fraction) if self.train_fraction < 1 else None
 
     def fingerprint(self) -> dict[str, Any]:
         d = self.dataset
@@ -190,13 +220,19 @@ class ChildTrainer(ThreadedEvaluator):
             "schedule": self.schedule,
             "num_threads": self.num_threads,
             **device_fingerprint(self.device, self.amp),
+            # new knobs name themselves only when not at their defaults, so older cache keys stay valid
+            **({"train_fraction": self.train_fraction} if self.train_fraction != 1.0 else {}),
+            **({"stopping": self.stopping.fingerprint()} if self.stopping.enabled else {}),
         }
 
     def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x_train, y_train, x_val and y_val on ``self.device`` (see :meth:`ThreadedEvaluator.on_device`)."""
+        """x_train, y_train (the ``train_fraction`` subset), x_val and y_val on ``self.device`` (see
+        :meth:`ThreadedEvaluator.on_device`)."""
         d = self.dataset
-        x_train, y_train, x_val, y_val = self.on_device(d.x_train, d.y_train, d.x_val, d.y_val)
-        return x_train, y_train, x_val, y_val
+        x_train, y_train = d.x_train, d.y_train
+        if self._train_idx is not None:
+            x_train, y_train = x_train[self._train_idx], y_train[self._train_idx]
+        return self.on_device(x_train, y_train, d.x_val, d.y_val)  # type: ignore[return-value]
 
     def build(self, arch: Architecture) -> torch.nn.Module:
         return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
@@ -210,27 +246,79 @@ class ChildTrainer(ThreadedEvaluator):
                 model(self.dataset.x_train[:1])
         return float(counter.get_total_flops())
 
-    def total_steps(self) -> int:
-        per_epoch = math.ceil(len(self.dataset.y_train) / self.batch_size)
-        return self.max_steps if self.max_steps is not None else per_epoch * self.epochs
+    def train_size(self) -> int:
+        """Training examples a child trains on (the ``train_fraction`` subset)."""
+        return len(self._train_idx) if self._train_idx is not None else len(self.dataset.y_train)
 
-    def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.train_size() / self.batch_size)
+
+    def total_steps(self) -> int:
+        return self.max_steps if self.max_steps is not None else self.steps_per_epoch() * self.epochs
+
+    def total_epochs(self) -> int:
+        """Passes over the data a child's budget makes (the last one partial if ``max_steps`` says so)."""
+        return math.ceil(self.total_steps() / self.steps_per_epoch())
+
+    # --- early stopping: the rule's state lives in the search's process (see nasrl.env.stopping) ----------
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether a resumed search needs :meth:`state_dict` (the stopping rule's completed curves)."""
+        return self.stopping.enabled
+
+    def observe(self, key: str, result: EvalResult) -> None:
+        """A result the environment read (``key``: its cache key): the stopping rule's input."""
+        if self.stopping.enabled:
+            self.stopping.observe(key, result.curve, complete=not (result.failed or result.stopped))
+
+    def round_options(self) -> dict[str, Any]:
+        """What every child of a round starting now is given (computed once, here): the stopping thresholds."""
+        return {"stop_below": self.stopping.thresholds(self.total_epochs())} if self.stopping.enabled else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stopping": self.stopping.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stopping.load_state_dict(state["stopping"])
+
+    def _evaluate(self, arch: Architecture, seed: int, stop_below: Thresholds | None = None) -> EvalResult:
+        """Train and score ``arch``. ``stop_below``: the round's stopping thresholds (None: computed here, from
+        this process's rule; what a child trained in the search's own process outside a round gets)."""
         start = time.perf_counter()
+        if self.stopping.enabled and stop_below is None:
+            stop_below = self.stopping.thresholds(self.total_epochs())
+        curve: list[float] = []
         # fork_rng: child training must not move the caller's torch random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.build(arch)  # built on the CPU, so one seed draws the same initial weights anywhere
             params = count_parameters(model)
             model.to(self.device)
-            failure = self._train(model, seed)
-            if failure:
-                return EvalResult(0.0, params, time.perf_counter() - start, failed=True, reason=failure)
             _, _, x_val, y_val = self.splits()
-            accuracy = accuracy_of(model, x_val, y_val)
-        return EvalResult(accuracy, params, time.perf_counter() - start)
+            on_epoch = None
+            if self.stopping.enabled:
+                assert stop_below is not None
 
-    def _train(self, model: torch.nn.Module, seed: int) -> str:
-        """Train in place (on the model's device); return a failure reason, or '' on success."""
+                def on_epoch(epoch: int, loss: float) -> bool:
+                    # evaluation mode draws no random numbers and moves no batch-norm statistics, so measuring
+                    # leaves the training of a child that is not stopped exactly as it is without the rule
+                    curve.append(accuracy_of(model, x_val, y_val))
+                    return self.stopping.should_stop(epoch, curve, stop_below)
+
+            failure = self._train(model, seed, on_epoch)
+            if failure:
+                return EvalResult(0.0, params, time.perf_counter() - start, failed=True, reason=failure, curve=curve)
+            # the last measured epoch is the trained model: no second pass over the validation split
+            accuracy = curve[-1] if curve else accuracy_of(model, x_val, y_val)
+        result = EvalResult(accuracy, params, time.perf_counter() - start, curve=curve)
+        if self.stopping.enabled and len(curve) < self.total_epochs():  # the rule ended training early
+            result.metrics.update(stopped=1, stopped_epoch=len(curve))
+        return result
+
+    def _train(self, model: torch.nn.Module, seed: int, on_epoch: Callable[[int, float], bool] | None = None) -> str:
+        """Train in place (on the model's device); return a failure reason, or '' on success (also when
+        ``on_epoch`` ended training early by returning True)."""
         x_train, y_train, _, _ = self.splits()
         return train_model(
             model,
@@ -244,7 +332,26 @@ class ChildTrainer(ThreadedEvaluator):
             schedule=self.schedule,
             seed=seed,
             amp=self.amp,
+            on_epoch=on_epoch,
         )
+
+
+def stratified_subset(y: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``round(fraction * len(y))`` of the examples labelled ``y`` (at least one of each class),
+    each class keeping its share (largest remainders get the rounding), drawn from ``seed``: one fixed subset,
+    whoever asks."""
+    labels, sizes = torch.unique(y, return_counts=True)
+    exact = [fraction * int(n) for n in sizes]
+    counts = [max(1, math.floor(e)) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda c: (-(exact[c] - math.floor(exact[c])), c))
+    for c in by_remainder[: max(0, round(fraction * len(y)) - sum(counts))]:
+        counts[c] += 1
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for label, count in zip(labels, counts):
+        members = torch.nonzero(y == label).flatten()
+        keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.sort(torch.cat(keep)).values
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -279,12 +386,13 @@ def train_model(
     schedule: str = "cosine",
     seed: int = 0,
     label_smoothing: float = 0.0,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
     amp: bool = False,
 ) -> str:
     """The one training loop (search children and retraining): ``steps`` optimizer steps over shuffled
-    mini-batches. Calls ``on_epoch(epoch, mean_loss)`` after each pass over the data. Returns a failure reason
-    (loss or weights not finite), or '' on success; never raises for a diverging model.
+    mini-batches. Calls ``on_epoch(epoch, mean_loss)`` after each pass over the data; a True answer ends
+    training there (early stopping). Returns a failure reason (loss or weights not finite), or '' on success;
+    never raises for a diverging model.
 
     Trains on the model's device; ``x`` and ``y`` are copied there if they are elsewhere (pass them there
     already to copy once). The data order is drawn on the CPU from ``seed``, so it is the same on every
@@ -332,8 +440,10 @@ def train_model(
                 break
         epoch += 1
         if on_epoch is not None:
-            on_epoch(epoch, sum(losses) / len(losses))
+            stop = on_epoch(epoch, sum(losses) / len(losses))
             model.train()  # the callback may have evaluated the model
+            if stop:
+                break
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         return f"weights became non-finite after {step} steps (e.g. {bad[0]})"

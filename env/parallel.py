@@ -15,6 +15,11 @@ idle, and pass each result on as soon as it is known. A child whose worker dies 
   Ray; ``auto`` or ``ray://...`` joins a cluster), asking Ray for ``cpus_per_child`` CPUs and
   ``gpus_per_child`` GPUs (a fraction shares a GPU); Ray picks the GPU. Ray is the optional extra
   ``pip install -e ".[ray]"``.
+
+An evaluator whose children depend on the results before them (early stopping, ``env/stopping.py``) has
+``round_options()``: every runner asks for them once, when it starts a round, in this process (where the
+evaluator's state is), and passes them with each job to ``evaluate(arch, seed, **options)``, wherever it
+trains (the evaluator that worker processes and Ray tasks hold was copied when they started).
 """
 
 from __future__ import annotations
@@ -35,10 +40,22 @@ Job = tuple[Architecture, int]  # (architecture, child seed)
 OnResult = Callable[[int, EvalResult], None] | None  # called with (job index, result) as soon as a result is known
 
 
-def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalResult:
-    """``evaluator.evaluate``, with an exception turned into a failed result (a broken child is a
-    recorded failure, not a crashed search)."""
+def round_options(evaluator: Evaluator) -> dict[str, Any]:
+    """The keyword arguments of ``evaluate`` for every child of a round starting now (the evaluator's
+    ``round_options()``; none for an evaluator without it)."""
+    options = getattr(evaluator, "round_options", None)
+    return dict(options()) if options is not None else {}
+
+
+def safe_evaluate(
+    evaluator: Evaluator, arch: Architecture, seed: int, options: dict[str, Any] | None = None
+) -> EvalResult:
+    """``evaluator.evaluate(arch, seed, **options)``, with an exception turned into a failed result (a broken
+    child is a recorded failure, not a crashed search). No options: the plain two-argument call, which every
+    evaluator accepts."""
     try:
+        if options:
+            return cast(Any, evaluator).evaluate(arch, seed, **options)  # the Evaluator protocol has no options
         return evaluator.evaluate(arch, seed)
     except Exception as exc:
         return EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
@@ -74,9 +91,10 @@ class InProcessRunner:
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         results = []
+        options = round_options(self.evaluator)  # once per round, as the other runners do
         with torch_threads(available_cores()):  # the search loop itself runs on one thread
             for i, (arch, seed) in enumerate(jobs):
-                results.append(safe_evaluate(self.evaluator, arch, seed))
+                results.append(safe_evaluate(self.evaluator, arch, seed, options))
                 if on_result is not None:
                     on_result(i, results[-1])
         return results
@@ -116,8 +134,8 @@ def _init_worker(evaluator: Evaluator, threads: int, counter: Any = None) -> Non
         torch.cuda.set_device(placed)  # what else this process puts on "cuda" goes there too
 
 
-def _evaluate_in_worker(arch: Architecture, seed: int) -> EvalResult:
-    return safe_evaluate(_worker_evaluator, arch, seed)
+def _evaluate_in_worker(arch: Architecture, seed: int, options: dict[str, Any]) -> EvalResult:
+    return safe_evaluate(_worker_evaluator, arch, seed, options)
 
 
 class ProcessRunner:
@@ -147,10 +165,11 @@ class ProcessRunner:
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         results: list[EvalResult | None] = [None] * len(jobs)
-        broken = self._run_together(jobs, list(range(len(jobs))), results, on_result)
+        options = round_options(self.evaluator)  # retried jobs keep their round's options
+        broken = self._run_together(jobs, list(range(len(jobs))), results, on_result, options)
         for i in broken:
             for _ in range(self.max_retries):
-                if not self._run_together(jobs, [i], results, on_result):
+                if not self._run_together(jobs, [i], results, on_result, options):
                     break
             else:
                 results[i] = died = worker_died(
@@ -161,13 +180,18 @@ class ProcessRunner:
         return results  # type: ignore[return-value]
 
     def _run_together(
-        self, jobs: Sequence[Job], todo: list[int], results: list[EvalResult | None], on_result: OnResult
+        self,
+        jobs: Sequence[Job],
+        todo: list[int],
+        results: list[EvalResult | None],
+        on_result: OnResult,
+        options: dict[str, Any] | None = None,
     ) -> list[int]:
         """Run ``todo`` in the pool, filling ``results``; return the jobs lost to a broken pool."""
         if self._pool is None:
             self._pool = self._start()
         order = [todo[k] for k in longest_first(self.evaluator, [jobs[i] for i in todo])]
-        futures = {self._pool.submit(_evaluate_in_worker, *jobs[i]): i for i in order}
+        futures = {self._pool.submit(_evaluate_in_worker, *jobs[i], options or {}): i for i in order}
         lost = []
         for future in as_completed(futures):
             i = futures[future]
@@ -213,12 +237,14 @@ def import_ray() -> Any:
     return ray
 
 
-def _evaluate_task(evaluator: Evaluator, arch: Architecture, seed: int, threads: int) -> EvalResult:
+def _evaluate_task(
+    evaluator: Evaluator, arch: Architecture, seed: int, threads: int, options: dict[str, Any] | None = None
+) -> EvalResult:
     torch.set_num_threads(threads)
     if cuda_device_of(evaluator) is not None:
         # Ray shows a task only the GPU it was given (CUDA_VISIBLE_DEVICES): that one is "cuda"
         cast(Any, evaluator).device = torch.device("cuda")
-    return safe_evaluate(evaluator, arch, seed)
+    return safe_evaluate(evaluator, arch, seed, options)
 
 
 class RayRunner:
@@ -259,8 +285,9 @@ class RayRunner:
         )
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        options = round_options(self.evaluator)
         refs = {
-            self._task.remote(self._evaluator_ref, *jobs[i], self.cpus_per_child): i
+            self._task.remote(self._evaluator_ref, *jobs[i], self.cpus_per_child, options): i
             for i in longest_first(self.evaluator, jobs)
         }
         results: list[EvalResult | None] = [None] * len(jobs)

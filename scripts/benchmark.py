@@ -6,7 +6,8 @@
 ``nasrl-train``, in a worker process with one torch thread.
 
 Writes into its run folder: summary.json (per strategy and budget: mean, std and n of each reported
-column of the architecture with the best reward seen), summary.md (the same as a table, with the
+column of the architecture with the best reward seen, and of the hypervolume of the accuracy-against-
+parameters front of the architectures each search evaluated), summary.md (the same as tables, with the
 published NAS-Bench-201 numbers and Welch's t-test against the baseline strategy) and curves.png.
 """
 
@@ -32,12 +33,13 @@ from nasrl.controller.build import (
     seed_everything,
     stops_on_bad_input,
 )
+from nasrl.controller.pareto import hypervolume
 from nasrl.controller.search import run_search
 
 
 def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict], dict]:
-    """One search; returns the reward and reported metrics of each distinct evaluation, in order, and
-    what it cost (episodes played, seconds)."""
+    """One search; returns the reward and reported metrics (with ``params``) of each distinct evaluation, in
+    order, and what it cost (episodes played, seconds)."""
     name, strategy_cfg, env_cfg, seed, budget, max_episodes = task
     start = time.monotonic()  # run_search runs the controller on one thread: one process per core
     seed_everything(seed)
@@ -46,7 +48,8 @@ def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, 
     state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed)
     firsts = [row for row in state.history if not row["reused"]]
     cost = {"episodes": state.episode, "seconds": time.monotonic() - start}
-    return name, seed, [row["reward"] for row in firsts], [json.loads(row["metrics"]) for row in firsts], cost
+    metrics = [{**json.loads(row["metrics"]), "params": row["params"]} for row in firsts]
+    return name, seed, [row["reward"] for row in firsts], metrics, cost
 
 
 def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: int) -> np.ndarray:
@@ -62,13 +65,43 @@ def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: 
     return out
 
 
+def front_hypervolume(metrics: list[dict], column: str, k: int, reference: tuple[float, float]) -> float:
+    """Hypervolume of the (``column``, params) front of the first ``k`` evaluations, against ``reference`` =
+    (accuracy, params), divided by the area of the box from the reference to (100, 0 parameters): the share
+    of that box the front dominates (children over a constraint's limit, never trained, are left out)."""
+    points = [
+        (float(m[column]), float(m["params"]))
+        for m in metrics[:k]
+        if column in m and m.get("params") and not m.get("over_limit")
+    ]
+    ref_accuracy, ref_params = reference
+    return hypervolume(points, reference) / ((100.0 - ref_accuracy) * ref_params)
+
+
+def hypervolume_over_seeds(
+    runs: list[tuple[list[float], list[dict]]], column: str, k: int, reference: tuple[float, float]
+) -> dict[str, Any]:
+    """Mean, std and n over a strategy's searches (``runs``: rewards and metrics of each) of
+    :func:`front_hypervolume` after ``k`` evaluations."""
+    volumes = np.array([front_hypervolume(metrics, column, k, reference) for _, metrics in runs])
+    return {
+        "mean": float(volumes.mean()),
+        "std": float(volumes.std(ddof=1)) if len(volumes) > 1 else 0.0,
+        "n": int(len(volumes)),
+    }
+
+
 def summarize(
     results: dict[str, list[tuple[list[float], list[dict]]]],
     columns: list[str],
     report_at: list[int],
     budget: int,
     baseline: str,
+    hv_reference: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
+    """Per strategy and budget in ``report_at``: mean, std and n over seeds of each column of the best-reward
+    architecture (with Welch's p against ``baseline``) and, given ``hv_reference``, of the normalised
+    hypervolume of the (first column, params) front (:func:`front_hypervolume`)."""
     from scipy.stats import ttest_ind
 
     summary: dict[str, Any] = {}
@@ -90,6 +123,8 @@ def summarize(
                 if baseline in curves and name != baseline and len(values) > 1:
                     base = curves[baseline][c][:, b - 1]
                     entry[c]["p_vs_" + baseline] = float(ttest_ind(values, base, equal_var=False).pvalue)
+            if hv_reference is not None:
+                entry["hypervolume"] = hypervolume_over_seeds(results[name], columns[0], b, hv_reference)
             summary[name][str(b)] = entry
     return {"summary": summary, "curves": curves}
 
@@ -103,6 +138,7 @@ def write_markdown(
     published: dict,
     settings: str,
     effort: dict | None = None,
+    hv_reference: tuple[float, float] | None = None,
 ) -> None:
     lines = [f"# Benchmark: {settings}", ""]
     header = "| strategy | evaluations | " + " | ".join(f"{c} (mean ± std)" for c in columns)
@@ -115,6 +151,19 @@ def write_markdown(
             p = e[columns[0]].get("p_vs_" + baseline)
             p_text = "-" if p is None else (f"{p:.1e}" if p < 0.001 else f"{p:.3f}")
             lines.append(f"| {name} | {b} | {cells} | {e[columns[0]]['n']} | {p_text} |")
+    if hv_reference is not None:
+        ref_accuracy, ref_params = hv_reference
+        lines += [
+            "",
+            f"| strategy | evaluations | hypervolume of the {columns[0]} against parameters front (mean ± std), "
+            f"reference ({ref_accuracy:g}, {ref_params:,.0f} parameters), as a share of the box from it to "
+            "(100, 0 parameters) |",
+            "| --- | --- | --- |",
+        ]
+        for name, by_budget in summary.items():
+            for b in report_at:
+                hv = by_budget[str(b)]["hypervolume"]
+                lines.append(f"| {name} | {b} | {hv['mean']:.4f} ± {hv['std']:.4f} |")
     if effort:
         lines += ["", "| strategy | episodes per search (mean) | seconds per search (mean, one core) |"]
         lines += ["| --- | --- | --- |"]
@@ -175,6 +224,7 @@ def _benchmark(cfg: DictConfig) -> None:
     columns = list(cfg.env.get("reported_columns", []))
     if not columns:
         raise ValueError("the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
+    hv_reference = _hv_reference(bench.hv_reference)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
     tasks = [
@@ -202,7 +252,7 @@ def _benchmark(cfg: DictConfig) -> None:
         for name, runs in costs.items()
     }
 
-    out = summarize(results, columns, report_at, bench.budget, bench.baseline)
+    out = summarize(results, columns, report_at, bench.budget, bench.baseline, hv_reference)
     published = OmegaConf.to_container(bench.published, resolve=True) if "published" in bench else {}
     (run_dir / "summary.json").write_text(
         json.dumps(
@@ -210,6 +260,11 @@ def _benchmark(cfg: DictConfig) -> None:
                 "settings": OmegaConf.to_container(bench),
                 "seconds": seconds,
                 "effort": effort,
+                "hypervolume": {
+                    "column": columns[0],
+                    "reference": {"accuracy": hv_reference[0], "params": hv_reference[1]},
+                    "normalised_by": "(100 - reference accuracy) * reference params",
+                },
                 "summary": out["summary"],
             },
             indent=2,
@@ -217,11 +272,29 @@ def _benchmark(cfg: DictConfig) -> None:
     )
     settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
     write_markdown(
-        run_dir / "summary.md", out["summary"], columns, report_at, bench.baseline, published, settings, effort
+        run_dir / "summary.md",
+        out["summary"],
+        columns,
+        report_at,
+        bench.baseline,
+        published,
+        settings,
+        effort,
+        hv_reference,
     )
     plot_curves(run_dir / "curves.png", out["curves"], columns[0], published)
     report((run_dir / "summary.md").read_text())
     report(f"{len(tasks)} searches in {seconds:.0f} s; run folder: {run_dir}")
+
+
+def _hv_reference(value: Any) -> tuple[float, float]:
+    """``benchmark.hv_reference``, checked: [accuracy below 100, a positive parameter count]."""
+    ref = [float(v) for v in value]
+    if len(ref) != 2 or not ref[0] < 100 or not ref[1] > 0:
+        raise ValueError(
+            f"benchmark.hv_reference must be [accuracy below 100, parameters above 0], got {list(value)!r}"
+        )
+    return ref[0], ref[1]
 
 
 def main() -> None:
