@@ -157,14 +157,13 @@ def register_configs() -> None:
     from nasrl.env.lm import LanguageModelTrainer
     from nasrl.env.nb201 import NASBench201Env
     from nasrl.env.retrain import LMRecipe, Recipe
+    from nasrl.env.rewards import CostObjective
     from nasrl.env.stopping import MedianStoppingRule
     from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
 
     # stopping: a node that exists (enabled: false), so that env.evaluator.stopping.enabled=true is one override
     stopping = schema_of(MedianStoppingRule)
     trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema(), "stopping": stopping})
-    from nasrl.env.rewards import CostObjective
-
     # objective: a node that exists (metric: null, accuracy alone), so env.objective.metric=params is one override
     env_common = {"space": Any, "reward_transform": str, "cache": str | None, "objective": schema_of(CostObjective)}
     policy = ("spec", "seed")  # given by the search, not by the config
