@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from nasrl.env.data import Dataset, load_dataset
 from nasrl.env.device import amp_dtype, autocast, resolve_device
@@ -240,11 +239,10 @@ class ChildTrainer(ThreadedEvaluator):
     def cost(self, arch: Architecture) -> float:
         """Floating-point operations of one forward pass on one example: proportional to the training
         time of ``arch``, so a round can start its slowest children first. Takes a few milliseconds."""
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # building draws initial weights
-            model = self.build(arch).eval()
-            with FlopCounterMode(display=False) as counter:
-                model(self.dataset.x_train[:1])
-        return float(counter.get_total_flops())
+        from nasrl.env.cost import count_flops  # env/cost.py imports this module
+
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights
+            return float(count_flops(self.build(arch), self.dataset.x_train[:1]))
 
     def train_size(self) -> int:
         """Training examples a child trains on (the ``train_fraction`` subset)."""
