@@ -108,6 +108,8 @@ class SearchConfig:
     backend: str = "local"  # local: worker processes on this machine; ray: Ray tasks
     max_retries: int = 2  # a child whose worker process dies is retried this often, then recorded as failed
     ray: RayConfig = field(default_factory=RayConfig)
+    mode: str = "rounds"  # rounds: feedback per round of proposals; async: a new child whenever a worker is free
+    completion_order: str | None = None  # async: replay a run's completions.txt (a run folder or the file)
 
 
 @dataclass
@@ -136,6 +138,11 @@ class BenchmarkSettings:
     # the column's unit (percent) and a parameter count; default: 0 % and the largest NAS-Bench-201 cell's network
     # (all nor_conv_3x3, 1,531,546 parameters). Reported divided by the box from it to (100 %, 0 parameters)
     hv_reference: list[float] = field(default_factory=lambda: [0.0, 1531546.0])
+    # each search trains this many children at once on a virtual clock (VirtualClockRunner), their durations
+    # simulated (SimulatedDurations: flops or mnist1d); 1 with mode=rounds: one after another, no clock
+    simulated_workers: int = 1
+    mode: str = "rounds"  # search.mode of each search: rounds or async
+    durations: str = "flops"
 
 
 @dataclass

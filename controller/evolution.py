@@ -57,8 +57,9 @@ class EvolutionPolicy(Policy):
     def start_episode(self) -> None:
         self._position = 0
         self._proposed += 1
-        if len(self.population) + self._proposed - 1 < self.population_size:
-            self._plan = None  # still filling the population at random
+        if len(self.population) + self._proposed - 1 < self.population_size or len(self.population) < self.sample_size:
+            # still filling the population at random (asynchronously, workers do not wait for a tournament)
+            self._plan = None
             return
         picks = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
         parent = max((self.population[i] for i in picks), key=lambda member: member[1])[0]
@@ -87,8 +88,9 @@ class EvolutionPolicy(Policy):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "population": list(self.population)}
+        return {"rng": self.rng.bit_generator.state, "population": list(self.population), "proposed": self._proposed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.population = deque((list(t), float(r)) for t, r in state["population"])
+        self._proposed = int(state.get("proposed", 0))

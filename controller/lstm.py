@@ -21,6 +21,7 @@ from nasrl.controller.policy import Policy, TokenSpec
 from nasrl.controller.reinforce import Reinforce
 
 Step = tuple[int, int, int, int, tuple[int, ...]]  # decision, layer, source, prev_token, action mask
+Position = tuple[int, int, int, int]  # a step of a layout: decision, layer, source, number of valid choices
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -190,7 +191,13 @@ class LSTMPolicy(Policy):
         self._state: dict[str, Any] = {}
         self._ruled_out_cache: dict[tuple[tuple[int, ...], ...], torch.Tensor] = {}
         self._last_probs: dict[str, list[float]] | None = {}  # None: not yet computed from _update_probs
-        self._update_probs: list[tuple[list[int], torch.Tensor]] = []  # the last update's, see _score
+        self._update_probs: list[tuple[list[Position], torch.Tensor]] = []  # the last update's, see _score
+        self._positions: list[tuple[str, list[str], list[float]]] | None = []  # from _update_probs when asked
+        self._greedy: tuple[float | None] | None = None  # (greedy_probability(),) once computed for these weights
+        # the steps (decision, layer, source, mask) of the episodes played, for the greedy decode: by depth token
+        # where the depth is chosen, else one (key None); None once the steps were not those (no greedy decode)
+        self._layouts: dict[int | None, tuple[tuple[int, int, int, tuple[int, ...]], ...]] | None = {}
+        self.updates = 0  # REINFORCE steps taken (the search's staleness counts them)
 
     def _log_probs(self, logits: torch.Tensor, ruled_out: torch.Tensor) -> torch.Tensor:
         """Shaped, masked log-probabilities over the last dimension (K actions); -inf where ``ruled_out``."""
@@ -236,14 +243,20 @@ class LSTMPolicy(Policy):
         self._proposed.pop()
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
-        steps, actions = self._proposed.pop(0)
+        # the proposal with these tokens, oldest first: results may come back in another order (search.mode=async)
+        tokens = [int(t) for t in info["tokens"]]
+        at = next((i for i, (_, actions) in enumerate(self._proposed) if actions == tokens), None)
+        if at is None:
+            raise ValueError(f"end_episode got tokens {tokens}, which this policy did not propose")
+        steps, actions = self._proposed.pop(at)
+        self._remember_layout(steps, actions)
         self.pending.append((steps, actions, float(reward)))
         if len(self.pending) < self.batch_size:
             return {}
         episodes = [(s, a) for s, a, _ in self.pending + self.best_episodes]
         m = len(self.pending)
         log_probs, entropies, self._update_probs = self._score(episodes, for_stats=m)
-        self._last_probs = None  # computed from _update_probs when asked (TensorBoard, checkpoints)
+        self._last_probs = self._positions = self._greedy = None  # computed when asked (TensorBoard, checkpoints)
         metrics = self.reinforce.update(
             log_probs[:m],
             entropies[:m],
@@ -251,8 +264,10 @@ class LSTMPolicy(Policy):
             replay_log_probs=log_probs[m:] if self.best_episodes else None,
             replay_rewards=[r for _, _, r in self.best_episodes],
         )
+        metrics |= self._normalised_entropy()
         self._keep_best(self.pending)
         self.pending = []
+        self.updates += 1
         return metrics
 
     def _keep_best(self, episodes: list[tuple[list[Step], list[int], float]]) -> None:
@@ -269,9 +284,9 @@ class LSTMPolicy(Policy):
 
     def _score(
         self, episodes: list[tuple[list[Step], list[int]]], for_stats: int
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[list[int], torch.Tensor]]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[list[Position], torch.Tensor]]]:
         """Summed log-probability and entropy (shape (N,), with gradients) of each episode under the current
-        weights; episodes that share a layout run as one batch. Also returns, per batch, the decision type of
+        weights; episodes that share a layout run as one batch. Also returns, per batch, the position of
         each step and the probabilities (T, B', K) that the first ``for_stats`` episodes were given."""
         groups: dict[tuple, list[int]] = {}
         for i, (steps, _) in enumerate(episodes):
@@ -289,7 +304,8 @@ class LSTMPolicy(Policy):
             order.extend(members)
             stats = [b for b, i in enumerate(members) if i < for_stats]
             if stats:
-                probs.append(([step[0] for step in layout], p.detach()[:, stats]))
+                positions = [(d, layer, src, sum(mask)) for d, layer, src, mask in layout]
+                probs.append((positions, p.detach()[:, stats]))
         log_prob, entropy = torch.cat(log_probs), torch.cat(entropies)
         if len(groups) > 1:  # back to the order of ``episodes``
             inverse = torch.tensor(order).argsort()
@@ -304,14 +320,89 @@ class LSTMPolicy(Policy):
     def choice_probabilities(self) -> dict[str, list[float]]:
         if self._last_probs is None:
             rows: dict[int, list[torch.Tensor]] = {}
-            for decisions, p in self._update_probs:
-                for t, decision in enumerate(decisions):
+            for positions, p in self._update_probs:
+                for t, (decision, *_) in enumerate(positions):
                     rows.setdefault(decision, []).append(p[t])
             self._last_probs = {
                 self.spec.decision_names[d]: torch.cat(ps).mean(0)[: len(self.spec.choice_labels[d])].tolist()
                 for d, ps in rows.items()
             }
         return self._last_probs
+
+    def _normalised_entropy(self) -> dict[str, float]:
+        """``entropy_normalised``: the mean over the update's episodes of the mean over their decisions of
+        entropy / log(valid choices), decisions with one valid choice left out: 1 for a uniform policy, 0 for
+        a converged one, whatever the depth sampled (``entropy``, summed over the decisions, follows it)."""
+        per_episode = []
+        for positions, p in self._update_probs:
+            valid = torch.tensor([position[3] for position in positions], dtype=p.dtype)
+            keep = valid > 1
+            if keep.any():
+                entropy = torch.special.entr(p[keep]).sum(-1)  # (T', B'): 0 * log 0 counts 0
+                per_episode.append((entropy / valid[keep].log().unsqueeze(1)).mean(0))
+        return {"entropy_normalised": float(torch.cat(per_episode).mean())} if per_episode else {}
+
+    def position_probabilities(self) -> list[tuple[str, list[str], list[float]]]:
+        if self._positions is None:
+            rows: dict[Position, list[torch.Tensor]] = {}
+            for positions, p in self._update_probs:
+                for t, position in enumerate(positions):
+                    rows.setdefault(position, []).append(p[t])
+            names, kinds = self.spec.decision_names, self.spec.decision_kinds
+            # emission order: the depth, then per layer its skips, its own decisions, its input
+            order = sorted(rows, key=lambda q: (names[q[0]] != "depth", q[1], kinds[q[0]] != "skip", q[0], q[2]))
+            charts: dict[str, tuple[list[str], list[float]]] = {}
+            for decision, layer, source, valid in order:
+                mean = torch.cat(rows[decision, layer, source, valid]).mean(0)
+                name = names[decision]
+                if kinds[decision] == "skip":  # one line per earlier layer: P(it feeds this layer)
+                    labels, probs = charts.setdefault(f"layer {layer} / skip", ([], []))
+                    labels.append(f"from {source - 1}")
+                    probs.append(float(mean[1]))
+                else:
+                    label = name if name == "depth" else f"layer {layer} / {name}"
+                    charts[label] = (list(self.spec.choice_labels[decision][:valid]), mean[:valid].tolist())
+            self._positions = [(label, labels, probs) for label, (labels, probs) in charts.items()]
+        return self._positions
+
+    def greedy_probability(self) -> float | None:
+        """Decoded with :meth:`LSTMController.step` under the weights of now, taking the likeliest choice at
+        each step, along the steps that episodes of the greedy depth had (a space's steps are fixed by its
+        depth): None before an episode of that depth was played, and for an environment whose steps are not
+        fixed by a first ``depth`` decision."""
+        if self._greedy is None:
+            self._greedy = (self._greedy_decode(),)
+        return self._greedy[0]
+
+    def _greedy_decode(self) -> float | None:
+        if not self._layouts:
+            return None
+        steps = next(iter(self._layouts.values()))  # every episode starts with the same step
+        state, prev, probability, t = self.net.initial_state(), self.spec.num_actions, 1.0, 0
+        while t < len(steps):
+            decision, layer, source, mask = steps[t]
+            logits = torch.from_numpy(self.net.step(state, (decision, layer, source, prev, mask)))
+            p = self._log_probs(logits, self._ruled_out((mask,))[0]).exp()
+            prev = int(p.argmax())
+            probability *= float(p[prev])
+            if t == 0:
+                key = self._layout_key(decision, prev)
+                if key not in self._layouts:
+                    return None
+                steps = self._layouts[key]
+            t += 1
+        return probability
+
+    def _layout_key(self, first_decision: int, first_token: int) -> int | None:
+        return first_token if self.spec.decision_names[first_decision] == "depth" else None
+
+    def _remember_layout(self, steps: list[Step], actions: list[int]) -> None:
+        """Record the steps of an episode by its depth, for :meth:`greedy_probability`."""
+        if self._layouts is None or not steps:
+            return
+        layout = tuple((d, layer, src, mask) for d, layer, src, _, mask in steps)
+        if self._layouts.setdefault(self._layout_key(steps[0][0], actions[0]), layout) != layout:
+            self._layouts = None  # this environment's steps depend on more than the depth
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -321,6 +412,9 @@ class LSTMPolicy(Policy):
             "pending": self.pending,
             "best_episodes": self.best_episodes,
             "last_probs": self.choice_probabilities(),
+            "updates": self.updates,
+            "layouts": self._layouts,
+            "proposed": self._proposed,  # proposals in flight (an asynchronous search saves between results)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -330,3 +424,7 @@ class LSTMPolicy(Policy):
         self.pending = [(list(s), list(a), float(r)) for s, a, r in state["pending"]]
         self.best_episodes = [(list(s), list(a), float(r)) for s, a, r in state.get("best_episodes", [])]
         self._last_probs = state["last_probs"]
+        self.updates = int(state.get("updates", 0))
+        self._layouts = state.get("layouts", {})
+        self._positions, self._greedy = [], (None,)  # as before the first update: nothing until the next one
+        self._proposed = [(list(s), list(a)) for s, a in state.get("proposed", [])]

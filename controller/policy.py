@@ -64,7 +64,8 @@ class Policy:
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
         """Called with the last step's reward and info; return metrics to log (``{}`` if none).
-        With several episodes proposed, it comes once per episode, oldest first."""
+        With several episodes proposed, it comes once per episode: oldest first in rounds, and in the order
+        their children finish in ``search.mode=async`` (``info["tokens"]`` says which episode it is)."""
         return {}
 
     def discard_episode(self) -> None:
@@ -80,6 +81,18 @@ class Policy:
     def choice_probabilities(self) -> dict[str, list[float]]:
         """Mean probability the policy gave each choice of each decision type lately (for TensorBoard)."""
         return {}
+
+    def position_probabilities(self) -> list[tuple[str, list[str], list[float]]]:
+        """Per decision position at the last update (for TensorBoard): a label (``depth``, ``layer 2 /
+        filters``; ``layer 3 / skip`` gathers that layer's skip decisions), the labels of its lines and the
+        mean probability of each (a skip line: the probability that the earlier layer feeds this one).
+        ``[]``: the policy has no probabilities."""
+        return []
+
+    def greedy_probability(self) -> float | None:
+        """The probability the policy now gives its most likely architecture, decoded greedily (tends to 1 as
+        it converges); None where it has no such number."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -44,11 +44,13 @@ HISTORY_COLUMNS = [
     "reason",
     "metrics",  # JSON of extra numbers the evaluator reported (e.g. NAS-Bench-201 accuracies, torch threads)
     "stopped",  # 1: early stopping ended this child's training: its val_accuracy and reward are partial
+    "proposal",  # number of the proposal, in the order the policy made them (rows are in the order results came)
+    "staleness",  # policy updates between this proposal and its result (0 in a sequential search)
 ]
 CHECKPOINT_VERSION = 1
 # info keys that have a column of their own, or that are not numbers to keep in ``metrics``
 _NOT_METRICS = {"architecture", "tokens", "arch", "val_accuracy", "params", "train_seconds", "failed", "reason"}
-_NOT_METRICS |= {"reused", "cached", "deferred", "child_seed", "stopped"}
+_NOT_METRICS |= {"reused", "cached", "deferred", "child_seed", "stopped", "proposal", "staleness"}
 
 
 class SearchError(RuntimeError):
@@ -63,6 +65,10 @@ class SearchState:
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0  # wall seconds over all sessions of the run
     consecutive_failures: int = 0
+    proposals: int = 0  # architectures the policy proposed (fed back or in flight)
+    # the asynchronous search's children in flight when saved: {"proposal", "tokens", "version"}, resubmitted on resume
+    in_flight: list[dict[str, Any]] = field(default_factory=list)
+    completions: int = 0  # children the asynchronous search's runner has handed back (lines of completions.txt)
     # tokens -> the row that first evaluated them; derived from history, not saved
     _first: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
 
@@ -70,6 +76,8 @@ class SearchState:
         self._first = {}
         for row in self.history:
             row.setdefault("stopped", 0)  # a checkpoint written before the column existed
+            row.setdefault("proposal", row["episode"])
+            row.setdefault("staleness", 0)
             self._first.setdefault(row["tokens"], row)
 
     def saved(self) -> dict[str, Any]:
@@ -86,8 +94,11 @@ class SearchState:
         rows = [r for r in self.history if not r["failed"]] or self.history
         return max(rows, key=lambda r: r["reward"]) if rows else None
 
-    def add(self, reward: float, info: dict[str, Any]) -> dict[str, Any]:
-        """Record the episode that just ended (its last step's reward and info) and return its history row."""
+    def add(
+        self, reward: float, info: dict[str, Any], proposal: int | None = None, staleness: int = 0
+    ) -> dict[str, Any]:
+        """Record the episode that just ended (its last step's reward and info) and return its history row.
+        ``proposal``: its number among the policy's proposals (default: the episode's)."""
         tokens = " ".join(str(t) for t in info["tokens"])
         first = self._first.get(tokens)
         row = {
@@ -107,6 +118,8 @@ class SearchState:
                 {k: v for k, v in info.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
             ),
             "stopped": int(bool(info.get("stopped", 0))),
+            "proposal": self.episode if proposal is None else proposal,
+            "staleness": staleness,
             "arch": info.get("arch"),
         }
         self.history.append(row)
@@ -131,6 +144,7 @@ class RunFolder:
         self.path = Path(path)
         self.history = self.path / "history.csv"
         self.checkpoint = self.path / "checkpoint.pt"
+        self.completions = self.path / "completions.txt"
 
     def start(self, policy: Policy, resume: bool, evaluator: Any = None) -> SearchState:
         """The state to continue from: the checkpoint's (``resume``; restores ``policy``, the random states and,
@@ -140,8 +154,19 @@ class RunFolder:
         resuming = resume and self.checkpoint.exists()
         state = load_checkpoint(self.checkpoint, policy, evaluator) if resuming else SearchState()
         _atomic_write(self.history, lambda fh: fh.write(_csv([_HEADER, *state.history]).encode()))
+        if self.completions.exists():  # completions after the checkpoint belong to children that resume redoes
+            kept = self.completions.read_text().splitlines()[: state.completions]
+            _atomic_write(self.completions, lambda fh: fh.write("".join(f"{line}\n" for line in kept).encode()))
         self.save(policy, state, evaluator)
         return state
+
+    def record_completion(self, proposal: int) -> None:
+        """Append the proposal whose child the asynchronous search's runner just handed back to
+        ``completions.txt``: the order that reproduces the search (``search.completion_order``)."""
+        with open(self.completions, "a") as fh:
+            fh.write(f"{proposal}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def record(self, row: dict[str, Any], best: dict[str, Any] | None) -> None:
         """Append an episode's row; rewrite ``best.json`` when this row is the best (``best=None``: never,
@@ -271,6 +296,18 @@ def read_history(run: str | Path) -> list[dict[str, str]]:
     path = Path(run)
     with open(path if path.suffix == ".csv" else path / "history.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def read_completions(path: str | Path) -> list[int]:
+    """The completion order of an asynchronous run: proposal numbers from ``completions.txt`` (``path`` is
+    the file or its run folder)."""
+    path = Path(path)
+    path = path / "completions.txt" if path.is_dir() else path
+    if not path.exists():
+        raise SearchError(
+            f"search.completion_order={path}: no such file (an asynchronous run folder has completions.txt)"
+        )
+    return [int(line) for line in path.read_text().split()]
 
 
 def read_best(path: str | Path) -> dict[str, Any]:

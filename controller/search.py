@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,14 @@ import gymnasium as gym
 from nasrl.controller.monitor import Monitor
 from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
-from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep
+from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
 from nasrl.env.evaluation import torch_threads
-from nasrl.env.parallel import InProcessRunner
+from nasrl.env.parallel import InProcessRunner, OrderedRunner
 
 __all__ = ["SearchError", "SearchState", "play_episode", "run_search"]
+
+
+MODES = ("rounds", "async")
 
 
 def run_search(
@@ -47,14 +51,19 @@ def run_search(
     hparams: dict[str, Any] | None = None,
     runner: Any = None,
     workers: int = 1,
+    mode: str = "rounds",
+    completion_order: str | Path | None = None,
 ) -> SearchState:
     """Search until ``budget`` distinct architectures were evaluated, ``max_episodes`` were played, or
-    (checked between rounds) ``max_minutes`` of wall time were spent over all sessions of the run.
+    (checked between rounds, or before each proposal in ``async`` mode) ``max_minutes`` of wall time were
+    spent over all sessions of the run.
 
     With ``run_dir``, writes the run folder's files and TensorBoard events; with ``resume``, continues from
     its checkpoint. ``runner`` (``env/parallel.py``; default: one child after another in this process) trains
     a round's children, ``workers`` of them at once. An environment without ``defer_training`` trains each
-    child in its last step, one round being one episode.
+    child in its last step, one round being one episode. ``mode="async"`` keeps ``workers`` children in
+    training at all times instead (see :func:`_search_async`); ``completion_order`` (a run folder or its
+    ``completions.txt``) replays a recorded asynchronous run.
     """
     _check(budget, max_episodes, max_consecutive_failures, max_minutes, getattr(policy, "batch_size", 1))
     if getattr(getattr(env.unwrapped, "evaluator", None), "shares_weights", False):
@@ -62,49 +71,175 @@ def run_search(
             "the environment's evaluator shares weights: its search is run_weight_sharing_search "
             "(controller/weight_sharing.py), which nasrl-train runs for it"
         )
+    if mode not in MODES:
+        raise ValueError(f"search.mode must be one of {list(MODES)}, got {mode!r}")
+    if mode == "async" and not hasattr(env.unwrapped, "take_deferred"):
+        raise ValueError(
+            f"search.mode=async trains children while the policy goes on, which {type(env.unwrapped).__name__} "
+            "cannot do (it has no defer_training/take_deferred, as ChildNetEnv has): use search.mode=rounds"
+        )
+    if completion_order is not None and mode != "async":
+        raise ValueError("search.completion_order replays an asynchronous run: it needs search.mode=async")
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume, evaluator_to_keep(env)) if folder is not None else SearchState()
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams)
     if runner is None and hasattr(env.unwrapped, "defer_training"):
         runner = InProcessRunner(env.unwrapped.evaluator)  # type: ignore[attr-defined]
+    if completion_order is not None:
+        runner = OrderedRunner(runner, read_completions(completion_order), start=state.completions)
+    search = _Search(env, policy, state, folder, monitor, max_consecutive_failures)
 
     env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
-    session_start, elapsed_before, warned_idle = time.monotonic(), state.elapsed, False
+
+    def time_left() -> bool:
+        search.tick()
+        return max_minutes is None or state.elapsed < 60 * max_minutes
+
     # the controller's tensors are tiny: one thread is several times faster, ten times on a busy machine
     # (runners give children threads of their own), and the controller's numbers do not depend on the caller's
     with torch_threads(1):
         try:
-            while state.distinct < budget and state.episode < max_episodes:
-                if max_minutes is not None and state.elapsed >= 60 * max_minutes:
-                    break
-                left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
-                rounds_matter = evaluator_to_keep(env) is not None
-                size = _round_size(policy, workers, left, rounds_matter) if runner is not None else 1
-                if size < min(workers, left) and not warned_idle:
-                    warned_idle = True
-                    warnings.warn(_idle_workers(workers, size), stacklevel=2)
-                for reward, info in _play_round(env, policy, runner, size):
-                    row = state.add(reward, info)
-                    state.elapsed = elapsed_before + time.monotonic() - session_start
-                    metrics = policy.end_episode(reward, info)
-                    best = state.best
-                    assert best is not None
-                    if folder is not None:
-                        folder.record(row, best)
-                    monitor.episode(state, row, best, metrics, policy)
-                    if state.consecutive_failures >= max_consecutive_failures:
-                        reasons = [r["reason"] for r in state.history[-3:]]
-                        raise SearchError(
-                            f"{state.consecutive_failures} children failed in a row "
-                            f"(search.max_consecutive_failures={max_consecutive_failures}); last reasons: {reasons}"
-                        )
-                if folder is not None:
-                    folder.save(policy, state, evaluator_to_keep(env))  # early stopping's curves, if on
+            if mode == "async":
+                _search_async(search, runner, workers, budget, max_episodes, time_left)
+            else:
+                _search_rounds(search, runner, workers, budget, max_episodes, time_left)
         finally:
             monitor.close(state)
             if folder is not None:
                 _write_pareto(folder.path, state)
     return state
+
+
+class _Search:
+    """What both loops share: feeding a result back (history, policy, run folder, TensorBoard) and saving."""
+
+    def __init__(self, env: gym.Env, policy: Policy, state: SearchState, folder: RunFolder | None,
+                 monitor: Monitor, max_failures: int) -> None:  # fmt: skip
+        self.env, self.policy, self.state = env, policy, state
+        self.folder, self.monitor, self.max_failures = folder, monitor, max_failures
+        self._session_start, self._elapsed_before = time.monotonic(), state.elapsed
+
+    def tick(self) -> None:
+        """Bring ``state.elapsed`` (wall seconds over all sessions) up to now."""
+        self.state.elapsed = self._elapsed_before + time.monotonic() - self._session_start
+
+    def version(self) -> int:
+        """How far the policy has learned: its updates (``policy.updates``, e.g. the LSTM's REINFORCE steps),
+        or, for a policy that does not count them, the results it was fed (evolution's population changes
+        with each). A result's staleness is the version when it is fed minus the version when it was proposed."""
+        updates = getattr(self.policy, "updates", None)
+        return int(updates) if updates is not None else self.state.episode
+
+    def propose(self, tokens: list[int] | None = None) -> tuple[float, dict[str, Any], int]:
+        """Play one episode (the policy acts, or ``tokens`` are replayed); returns reward, info and its
+        proposal number."""
+        reward, info = play_episode(self.env, self.policy if tokens is None else None, tokens)
+        self.state.proposals += 1
+        return reward, info, self.state.proposals - 1
+
+    def feed(self, reward: float, info: dict[str, Any], proposal: int, version: int) -> None:
+        """Record an episode's result and feed it to the policy."""
+        state = self.state
+        row = state.add(reward, info, proposal=proposal, staleness=self.version() - version)
+        self.tick()
+        metrics = self.policy.end_episode(reward, info)
+        best = state.best
+        assert best is not None
+        if self.folder is not None:
+            self.folder.record(row, best)
+        self.monitor.episode(state, row, best, metrics, self.policy)
+        if state.consecutive_failures >= self.max_failures:
+            reasons = [r["reason"] for r in state.history[-3:]]
+            raise SearchError(
+                f"{state.consecutive_failures} children failed in a row "
+                f"(search.max_consecutive_failures={self.max_failures}); last reasons: {reasons}"
+            )
+
+    def save(self) -> None:
+        if self.folder is not None:
+            self.folder.save(self.policy, self.state, evaluator_to_keep(self.env))  # early stopping's curves, if on
+
+
+def _search_rounds(
+    search: _Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
+) -> None:
+    """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
+    and the results are fed back in the order of the proposals."""
+    state, warned_idle = search.state, False
+    while state.distinct < budget and state.episode < max_episodes and time_left():
+        left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
+        rounds_matter = evaluator_to_keep(search.env) is not None
+        size = _round_size(search.policy, workers, left, rounds_matter) if runner is not None else 1
+        if size < min(workers, left) and not warned_idle:
+            warned_idle = True
+            warnings.warn(_idle_workers(workers, size), stacklevel=3)
+        version, first = search.version(), state.proposals
+        for i, (reward, info) in enumerate(_play_round(search.env, search.policy, runner, size)):
+            search.feed(reward, info, first + i, version)
+        state.proposals = first + size
+        search.save()
+
+
+def _search_async(
+    search: _Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
+) -> None:
+    """Asynchronous: whenever a worker is free the policy proposes one more architecture, and results are fed
+    back in the order they arrive (Zoph & Le's distributed setup; Real et al.'s asynchronous evolution).
+
+    A policy learns from a result with its weights of now, not those that proposed the architecture: REINFORCE
+    uses samples of an older policy as if they were its own, without importance weights, as Zoph & Le's
+    asynchronous replicas did. How old, in policy updates, is each row's ``staleness``.
+
+    The checkpoint, saved after each result, holds the children in flight; resume submits them again. The order
+    in which the runner handed results back goes to ``completions.txt``; a search given it again
+    (``completion_order``) is the same search. A child that finished after the last checkpoint is fed first on
+    resume, from the cache."""
+    env, state = search.env.unwrapped, search.state
+    env.defer_training()  # type: ignore[attr-defined]
+    flights: dict[int, tuple[list[int], int]] = {}  # proposal -> (tokens, version when proposed)
+    key_of: dict[int, str] = {}  # proposal -> cache key of its child
+    submitted: dict[str, int] = {}  # cache key -> the proposal whose job trains it (others wait for it)
+
+    def start(reward: float, info: dict[str, Any], proposal: int, version: int) -> None:
+        if not info.get("deferred"):  # known at once (cached, over the cost limit): fed now
+            search.feed(reward, info, proposal, version)
+            return
+        ((key, job),) = env.take_deferred().items()  # type: ignore[attr-defined]
+        flights[proposal], key_of[proposal] = (info["tokens"], version), key
+        if key not in submitted:  # the same child already in training: this proposal waits for its result
+            submitted[key] = proposal
+            runner.submit(proposal, job)
+
+    for flight in sorted(state.in_flight, key=lambda f: f["proposal"]):  # resumed: the children in flight
+        reward, info = play_episode(search.env, None, flight["tokens"])
+        start(reward, info, flight["proposal"], flight["version"])
+    while True:
+        while (
+            len(submitted) < workers
+            and state.distinct + len(submitted) < budget
+            and state.episode + len(flights) < max_episodes
+            and time_left()
+        ):
+            version = search.version()
+            start(*search.propose(), version)
+        if not submitted:
+            break
+        done, result = runner.next_result()
+        key = key_of[done]
+        env.store_result(key, result)  # type: ignore[attr-defined]
+        del submitted[key]
+        state.completions += 1
+        if search.folder is not None:
+            search.folder.record_completion(done)
+        for proposal in sorted(p for p, k in key_of.items() if k == key):  # the job's proposal, then the waiting
+            tokens, version = flights.pop(proposal)
+            del key_of[proposal]
+            reward, info = play_episode(search.env, None, tokens)
+            search.feed(reward, info, proposal, version)
+        state.in_flight = [{"proposal": p, "tokens": t, "version": v} for p, (t, v) in flights.items()]
+        search.save()
+    search.save()  # results known at once since the last child finished
+    env.take_deferred(stop=True)  # type: ignore[attr-defined]
 
 
 def _write_pareto(run_dir: Path, state: SearchState) -> None:

@@ -21,7 +21,9 @@ caches its scores, which change as the shared weights train.
 To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
 round of episodes whose last steps only queue their children, trains the queue with
 :meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/parallel.py``), then plays
-the same episodes again: their last steps now read the results from the cache.
+the same episodes again: their last steps now read the results from the cache. The asynchronous search
+takes each queued child at once (:meth:`ChildNetEnv.take_deferred`), trains it, stores its result
+(:meth:`ChildNetEnv.store_result`) and replays its episode when it is done.
 """
 
 from __future__ import annotations
@@ -177,6 +179,18 @@ class ChildNetEnv(gym.Env):
         runner.run(list(queued.values()), on_result=lambda i, result: self.cache.put(keys[i], result))
         self._trained_for_replay.update(keys)
         return len(keys)
+
+    def take_deferred(self, stop: bool = False) -> dict[str, Job]:
+        """The children queued since :meth:`defer_training` or the last call (cache key -> job). Training stays
+        deferred (the asynchronous search submits each child as soon as its episode ends) until ``stop``."""
+        queued, self._deferred = self._deferred or {}, None if stop else {}
+        return queued
+
+    def store_result(self, key: str, result: Any) -> None:
+        """Keep the result of a child trained outside :meth:`train_deferred` (the asynchronous search), for
+        the replay of its episode."""
+        self.cache.put(key, result)
+        self._trained_for_replay.add(key)
 
     def describe(self, arch: Architecture) -> str:
         """The readable form of ``arch`` in ``info["architecture"]`` and the run files."""

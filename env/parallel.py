@@ -20,13 +20,25 @@ An evaluator whose children depend on the results before them (early stopping, `
 ``round_options()``: every runner asks for them once, when it starts a round, in this process (where the
 evaluator's state is), and passes them with each job to ``evaluate(arch, seed, **options)``, wherever it
 trains (the evaluator that worker processes and Ray tasks hold was copied when they started).
+
+The asynchronous search (``search.mode=async``) uses the same runners one child at a time:
+``submit(tag, job)`` starts a child and ``next_result()`` returns ``(tag, result)`` of whichever child
+finishes first. :class:`VirtualClockRunner` plays that schedule on a simulated clock (scale experiments,
+``env/simulated.py``), and :class:`OrderedRunner` hands results back in a recorded order, which makes an
+asynchronous run reproducible.
 """
 
 from __future__ import annotations
 
+import ctypes
+import heapq
 import multiprocessing
+import os
+import signal
+import sys
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
@@ -84,10 +96,24 @@ def worker_died(attempts: int, detail: str) -> EvalResult:
 
 
 class InProcessRunner:
-    """Trains the jobs one after another in this process, each with up to all cores' torch threads."""
+    """Trains the jobs one after another in this process, each with up to all cores' torch threads.
+    Asynchronously, a submitted child trains when its result is asked for, oldest first."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
+        self._queue: deque[tuple[int, Job, dict[str, Any]]] = deque()
+
+    def submit(self, tag: int, job: Job) -> None:
+        self._queue.append((tag, job, round_options(self.evaluator)))
+
+    def next_result(self) -> tuple[int, EvalResult]:
+        tag, (arch, seed), options = self._queue.popleft()
+        with torch_threads(available_cores()):
+            return tag, safe_evaluate(self.evaluator, arch, seed, options)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         results = []
@@ -116,10 +142,16 @@ def cuda_device_of(evaluator: Evaluator) -> torch.device | None:
     return device if isinstance(device, torch.device) and device.type == "cuda" else None
 
 
-def _init_worker(evaluator: Evaluator, threads: int, counter: Any = None) -> None:
+def _init_worker(evaluator: Evaluator, threads: int, counter: Any = None, parent: int | None = None) -> None:
     """Runs once in each worker process. ``counter``: a shared integer that numbers the workers as they
-    start (an initializer is not told its index), so that worker i can train on GPU i mod (GPUs)."""
+    start (an initializer is not told its index), so that worker i can train on GPU i mod (GPUs). ``parent``:
+    the search's process id; on Linux the worker ends with it, even when it is killed (SIGKILL) and cannot
+    stop its workers, which would otherwise wait for jobs forever, holding their memory."""
     global _worker_evaluator, _worker_index
+    if parent is not None and sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent exits
+        if os.getppid() != parent:  # it exited before the line above
+            os._exit(0)
     _worker_evaluator = evaluator
     torch.set_num_threads(threads)
     if counter is None:
@@ -151,6 +183,8 @@ class ProcessRunner:
         self.threads = threads_per_worker or max(1, available_cores() // workers)
         self.max_retries = max_retries
         self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[Future, tuple[int, Job, dict[str, Any], int]] = {}  # -> (tag, job, options, attempts)
+        self._ready: deque[tuple[int, EvalResult]] = deque()
 
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already ran torch's thread pool can hang
@@ -160,7 +194,7 @@ class ProcessRunner:
             self.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self.evaluator, self.threads, counter),
+            initargs=(self.evaluator, self.threads, counter, os.getpid()),
         )
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
@@ -205,6 +239,44 @@ class ProcessRunner:
         self._restart_if_broken()
         return sorted(lost)
 
+    def submit(self, tag: int, job: Job) -> None:
+        self._submit(tag, job, round_options(self.evaluator), 1)
+
+    def _submit(self, tag: int, job: Job, options: dict[str, Any], attempt: int) -> None:
+        if self._pool is None:
+            self._pool = self._start()
+        self._futures[self._pool.submit(_evaluate_in_worker, *job, options)] = (tag, job, options, attempt)
+
+    def next_result(self) -> tuple[int, EvalResult]:
+        """The first child to finish. A dead worker breaks the pool and every child in flight with it: they
+        all restart in a fresh pool, each such loss counting as an attempt (unlike a round, the one that
+        killed the worker cannot be told apart), and a child lost ``1 + max_retries`` times is failed."""
+        while not self._ready:
+            done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+            lost = []
+            for future in done:
+                tag, job, options, attempt = self._futures.pop(future)
+                try:
+                    self._ready.append((tag, future.result()))
+                except BrokenProcessPool:
+                    lost.append((tag, job, options, attempt))
+            if lost:  # the rest of the pool's futures are broken too: collect them now
+                for future in list(self._futures):
+                    if future.done() and isinstance(future.exception(), BrokenProcessPool):
+                        lost.append(self._futures.pop(future))
+                self._restart_if_broken()
+            for tag, job, options, attempt in sorted(lost, key=lambda item: item[0]):
+                if attempt > self.max_retries:
+                    detail = "BrokenProcessPool: a worker process was killed while it trained"
+                    self._ready.append((tag, worker_died(attempt, detail)))
+                else:
+                    self._submit(tag, job, options, attempt + 1)
+        return self._ready.popleft()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures) + len(self._ready)
+
     def _restart_if_broken(self) -> None:
         pool = self._pool
         if pool is not None and getattr(pool, "_broken", False):
@@ -221,6 +293,8 @@ class ProcessRunner:
                 process.terminate()
                 process.join(timeout=10)
             self._pool = None
+        self._futures.clear()
+        self._ready.clear()
 
 
 # --- Ray --------------------------------------------------------------------------------------------------
@@ -273,7 +347,7 @@ class RayRunner:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(
-                address=address,
+                address=address if address is not None else "local",  # None would join a cluster started here
                 num_cpus=num_cpus if address is None else None,
                 include_dashboard=False,
                 logging_level="warning",
@@ -283,6 +357,26 @@ class RayRunner:
         self._task = ray.remote(num_cpus=cpus_per_child, num_gpus=gpus_per_child, max_retries=max_retries)(
             _evaluate_task
         )
+        self._refs: dict[Any, int] = {}  # asynchronous children in flight: object ref -> tag
+
+    def submit(self, tag: int, job: Job) -> None:
+        options = round_options(self.evaluator)
+        self._refs[self._task.remote(self._evaluator_ref, *job, self.cpus_per_child, options)] = tag
+
+    def next_result(self) -> tuple[int, EvalResult]:
+        (ref,), _ = self.ray.wait(list(self._refs), num_returns=1)
+        return self._refs.pop(ref), self._get(ref)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._refs)
+
+    def _get(self, ref: Any) -> EvalResult:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
+            detail = " ".join(str(exc).split())[:300]
+            return worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
 
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         options = round_options(self.evaluator)
@@ -295,12 +389,7 @@ class RayRunner:
         while pending:
             (ref,), pending = self.ray.wait(pending, num_returns=1)
             i = refs[ref]
-            try:
-                result = self.ray.get(ref)
-            except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
-                detail = " ".join(str(exc).split())[:300]
-                result = worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
-            results[i] = result
+            results[i] = result = self._get(ref)
             if on_result is not None:
                 on_result(i, result)
         return results  # type: ignore[return-value]
@@ -308,6 +397,130 @@ class RayRunner:
     def close(self) -> None:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+# --- a simulated clock, and a recorded order ----------------------------------------------------------------
+
+
+class VirtualClockRunner:
+    """``workers`` simulated workers on a virtual clock: a child's result is computed at once (in this
+    process), and is handed back when the clock reaches its start plus ``duration(arch, seed)`` simulated
+    seconds (default: the evaluator's ``duration``, :class:`nasrl.env.simulated.SimulatedDurations`). The
+    schedule is what real workers would do with children that take exactly those times, played without
+    waiting: a search of hours takes seconds, and one seed gives one schedule. A child starts on the worker
+    that frees first (a round's children longest first, as the real runners do).
+
+    ``now`` is the simulated time, ``busy`` the simulated worker-seconds spent training; their ratio to
+    ``workers * now`` is :attr:`utilisation`."""
+
+    def __init__(
+        self, evaluator: Evaluator, workers: int, duration: Callable[[Architecture, int], float] | None = None
+    ) -> None:
+        if getattr(evaluator, "wait", False):
+            raise ValueError(
+                "VirtualClockRunner simulates the waiting itself: give it an evaluator that does not wait "
+                "(SimulatedDurations(..., wait=False))"
+            )
+        duration = duration or getattr(evaluator, "duration", None)
+        if duration is None:
+            raise ValueError(
+                f"VirtualClockRunner needs each child's duration: {type(evaluator).__name__} has no duration(arch, "
+                "seed); wrap it in nasrl.env.simulated.SimulatedDurations or pass duration="
+            )
+        self.evaluator = evaluator
+        self.workers = workers
+        self.duration = duration
+        self.now = 0.0
+        self.busy = 0.0
+        self._free_at = [0.0] * workers  # a heap: when each worker is next free
+        self._events: list[tuple[float, int, int, EvalResult]] = []  # (finish, sequence, tag, result)
+        self._sequence = 0
+
+    @property
+    def utilisation(self) -> float:
+        """Simulated worker-seconds spent training / (workers x simulated seconds so far)."""
+        return self.busy / (self.workers * self.now) if self.now > 0 else 0.0
+
+    def submit(self, tag: int, job: Job) -> None:
+        arch, seed = job
+        result = safe_evaluate(self.evaluator, arch, seed, round_options(self.evaluator))
+        seconds = float(self.duration(arch, seed))
+        start = max(self.now, heapq.heappop(self._free_at))
+        heapq.heappush(self._free_at, start + seconds)
+        heapq.heappush(self._events, (start + seconds, self._sequence, tag, result))
+        self._sequence += 1
+        self.busy += seconds
+
+    def next_result(self) -> tuple[int, EvalResult]:
+        finish, _, tag, result = heapq.heappop(self._events)
+        self.now = max(self.now, finish)
+        return tag, result
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._events)
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        """A round: every job starts as soon as a worker is free, longest first by ``cost``; the round ends
+        when its last child does."""
+        for i in longest_first(self.evaluator, jobs):
+            self.submit(i, jobs[i])
+        results: list[EvalResult | None] = [None] * len(jobs)
+        while self._events:
+            i, results[i] = self.next_result()
+            if on_result is not None:
+                on_result(i, results[i])  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
+
+
+class OrderedRunner:
+    """Hands back the results of ``runner`` in a recorded order of tags (``completions.txt`` of an
+    asynchronous run folder), whatever order its children finish in: an asynchronous search given the same
+    order is the same search. ``start`` skips the part of the order that a resumed run has already fed.
+    Past the end of the order, results come as they finish."""
+
+    def __init__(self, runner: Any, order: Sequence[int], start: int = 0) -> None:
+        self.runner = runner
+        self.evaluator = runner.evaluator
+        self.order = list(order)
+        self.position = start
+        self._submitted: set[int] = set()
+        self._finished: dict[int, EvalResult] = {}
+
+    def submit(self, tag: int, job: Job) -> None:
+        self._submitted.add(tag)
+        self.runner.submit(tag, job)
+
+    def next_result(self) -> tuple[int, EvalResult]:
+        if self.position >= len(self.order):
+            tag, result = self._finished.popitem() if self._finished else self.runner.next_result()
+            self._submitted.discard(tag)
+            return tag, result
+        tag = self.order[self.position]
+        if tag not in self._submitted:
+            raise ValueError(
+                f"the recorded order's completion {self.position} is proposal {tag}, which is not in flight "
+                f"(in flight: {sorted(self._submitted)}): this search differs from the recorded one"
+            )
+        while tag not in self._finished:
+            finished, result = self.runner.next_result()
+            self._finished[finished] = result
+        self.position += 1
+        self._submitted.discard(tag)
+        return tag, self._finished.pop(tag)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._submitted)
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
+        return self.runner.run(jobs, on_result)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def check_gpus_per_child(evaluator: Evaluator, gpus_per_child: float) -> None:

@@ -17,7 +17,7 @@ import json
 import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
@@ -34,20 +34,35 @@ from nasrl.controller.build import (
     stops_on_bad_input,
 )
 from nasrl.controller.pareto import hypervolume
-from nasrl.controller.search import run_search
+from nasrl.controller.search import MODES, run_search
+from nasrl.env.parallel import VirtualClockRunner
+from nasrl.env.simulated import DURATIONS, SimulatedDurations
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def search_once(task: tuple[str, dict, dict, int, int, int]) -> tuple[str, int, list[float], list[dict], dict]:
+def search_once(
+    task: tuple[str, dict, dict, int, int, int, dict],
+) -> tuple[str, int, list[float], list[dict], dict]:
     """One search; returns the reward and reported metrics (with ``params``) of each distinct evaluation, in
-    order, and what it cost (episodes played, seconds)."""
-    name, strategy_cfg, env_cfg, seed, budget, max_episodes = task
+    order, and what it cost (episodes played, seconds, and with simulated workers the simulated hours)."""
+    name, strategy_cfg, env_cfg, seed, budget, max_episodes, simulated = task
     start = time.monotonic()  # run_search runs the controller on one thread: one process per core
     seed_everything(seed)
     env = build_env(OmegaConf.create(env_cfg))
     policy = build_policy(OmegaConf.create(strategy_cfg), env, seed)
-    state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed)
+    runner, workers = None, simulated["workers"]
+    if workers > 1 or simulated["mode"] == "async":  # children on a virtual clock, as `workers` real ones would
+        evaluator = env.unwrapped.evaluator  # type: ignore[attr-defined]
+        clock = SimulatedDurations(evaluator, simulated["durations"], wait=False)
+        runner = VirtualClockRunner(evaluator, workers, duration=clock.duration)
+    state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed, runner=runner,
+                       workers=workers, mode=simulated["mode"])  # fmt: skip
     firsts = [row for row in state.history if not row["reused"]]
     cost = {"episodes": state.episode, "seconds": time.monotonic() - start}
+    if runner is not None:
+        cost |= {"simulated_hours": runner.now / 3600, "utilisation": runner.utilisation}
     metrics = [{**json.loads(row["metrics"]), "params": row["params"]} for row in firsts]
     return name, seed, [row["reward"] for row in firsts], metrics, cost
 
@@ -165,9 +180,13 @@ def write_markdown(
                 hv = by_budget[str(b)]["hypervolume"]
                 lines.append(f"| {name} | {b} | {hv['mean']:.4f} ± {hv['std']:.4f} |")
     if effort:
-        lines += ["", "| strategy | episodes per search (mean) | seconds per search (mean, one core) |"]
-        lines += ["| --- | --- | --- |"]
-        lines += [f"| {name} | {e['episodes']:.0f} | {e['seconds']:.2f} |" for name, e in effort.items()]
+        simulated = any("simulated_hours" in e for e in effort.values())
+        lines += ["", "| strategy | episodes per search (mean) | seconds per search (mean, one core) |"
+                  + (" simulated hours per search | worker utilisation |" if simulated else "")]  # fmt: skip
+        lines += ["| --- | --- | --- |" + (" --- | --- |" if simulated else "")]
+        for name, e in effort.items():
+            extra = f" {e['simulated_hours']:.2f} | {e['utilisation']:.3f} |" if simulated else ""
+            lines.append(f"| {name} | {e['episodes']:.0f} | {e['seconds']:.2f} |{extra}")
     if published:
         lines += [
             "",
@@ -182,30 +201,92 @@ def write_markdown(
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot_curves(path: Path, curves: dict, column: str, published: dict) -> None:
+def plot_curves(path: Path, curves: dict, column: str, published: dict, zoom_after: float = 0.1) -> Figure:
+    """Write ``curves.png``: per strategy, the mean over seeds of ``column`` of the best-reward architecture
+    against distinct evaluations, with the 95% confidence interval of that mean (Student's t, n seeds) as a
+    band, and the ``published`` means of ``column`` as dotted lines labelled on the right edge. The y axis
+    spans where the strategies differ: from the lowest mean after the first ``zoom_after`` of the budget to
+    just above the highest band and published line. With a published entry named ``optimum...`` (the
+    table's best, e.g. "optimum of the table") a second panel shows each strategy's regret, optimum - mean,
+    on a log axis over the whole budget. Returns the (closed) figure, for tests to read its axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+    from scipy.stats import t as student_t
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if not 0 <= zoom_after < 1:
+        raise ValueError(f"zoom_after must be a share of the budget in [0, 1), got {zoom_after!r}")
+    lines = {name: (mean, std) for name, (mean, std) in published.get(column, {}).items()}
+    optimum = next((mean for name, (mean, _) in lines.items() if name.startswith("optimum")), None)
+    fig, axes = plt.subplots(1, 2 if optimum is not None else 1, figsize=(12 if optimum is not None else 7.5, 4.8))
+    ax = np.atleast_1d(axes)[0]
+    sizes, low, high = set(), np.inf, -np.inf
+    stats = {}
     for name, by_column in curves.items():
         values = by_column[column]
-        x = np.arange(1, values.shape[1] + 1)
+        n = values.shape[0]
+        sizes.add(n)
         mean = np.nanmean(values, axis=0)
-        half = 1.96 * np.nanstd(values, axis=0, ddof=1) / np.sqrt(values.shape[0]) if values.shape[0] > 1 else 0 * mean
-        ax.plot(x, mean, label=name)
-        ax.fill_between(x, mean - half, mean + half, alpha=0.25)
-    for name, (mean, _) in published.get(column, {}).items():
+        # the interval of the mean, not the spread of the seeds: t quantile x standard error
+        half = student_t.ppf(0.975, n - 1) * np.nanstd(values, axis=0, ddof=1) / np.sqrt(n) if n > 1 else 0 * mean
+        stats[name] = (mean, half)
+        x = np.arange(1, values.shape[1] + 1)
+        (line,) = ax.plot(x, mean, label=f"{name} (n={n})")
+        ax.fill_between(x, mean - half, mean + half, alpha=0.25, color=line.get_color(), linewidth=0)
+        start = min(int(np.ceil(zoom_after * len(mean))), len(mean) - 1)
+        low = min(low, float(np.nanmin(mean[start:])))
+        high = max(high, float(np.nanmax((mean + half)[start:])))
+    if lines:
+        low = min(low, *(m for m, _ in lines.values()))
+        high = max(high, *(m for m, _ in lines.values()))
+    if not (np.isfinite(low) and np.isfinite(high)):  # a column no architecture reported: nothing to zoom on
+        low, high = 0.0, 100.0
+    pad = max(0.06 * (high - low), 0.05)  # a flat curve still gets a readable axis
+    ax.set_ylim(low - pad, high + pad)
+    # published lines: labelled at the right edge, labels pushed apart to one text height at least
+    gap = 0.055 * (high - low + 2 * pad)
+    ordered = sorted(lines.items(), key=lambda item: item[1][0])
+    label_y = [m for _, (m, _) in ordered]
+    for i in range(1, len(label_y)):
+        label_y[i] = max(label_y[i], label_y[i - 1] + gap)
+    overflow = label_y[-1] - (high + pad) if label_y else 0.0
+    if overflow > 0:  # pushed past the top: shift down, then apart again from the top
+        label_y[-1] -= overflow
+        for i in range(len(label_y) - 2, -1, -1):
+            label_y[i] = min(label_y[i], label_y[i + 1] - gap)
+    edge = blended_transform_factory(ax.transAxes, ax.transData)
+    for (name, (mean, std)), y in zip(ordered, label_y):
         ax.axhline(mean, linestyle=":", linewidth=1, color="gray")
-        ax.annotate(f"published {name}", (1, mean), fontsize=7, color="gray", va="bottom")
+        text = f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}") + f" {name}"
+        ax.annotate(text, (1.0, mean), xytext=(1.01, y), textcoords=edge, xycoords=edge, fontsize=7, color="dimgray",
+                    va="center", arrowprops={"arrowstyle": "-", "color": "lightgray", "linewidth": 0.6})  # fmt: skip
+    budget = max(v[column].shape[1] for v in curves.values())
     ax.set_xlabel("distinct architectures evaluated")
     ax.set_ylabel(f"{column} of the best-reward architecture")
-    ax.set_title("mean and 95% band over seeds")
-    ax.legend()
+    ax.set_title(f"y from the lowest mean after {int(np.ceil(zoom_after * budget))} evaluations; "
+                 "dotted: published", fontsize=9)  # fmt: skip
+    ax.legend(loc="lower right", fontsize=8)
+    if optimum is not None:
+        right = np.atleast_1d(axes)[1]
+        for name, (mean, half) in stats.items():
+            x = np.arange(1, len(mean) + 1)
+            floor = 1e-3  # a band reaching the optimum has no log: draw it down to a thousandth of a point
+            (line,) = right.plot(x, np.maximum(optimum - mean, floor), label=name)
+            right.fill_between(x, np.maximum(optimum - mean - half, floor), np.maximum(optimum - mean + half, floor),
+                               alpha=0.25, color=line.get_color(), linewidth=0)  # fmt: skip
+        right.set_yscale("log")
+        right.set_xlabel("distinct architectures evaluated")
+        right.set_ylabel(f"regret: {optimum:.2f} (optimum) - mean {column}")
+        right.set_title("the whole budget, regret to the table's optimum (log axis)", fontsize=9)
+        right.grid(True, which="both", axis="y", linewidth=0.3, alpha=0.5)
+    n_text = f"n={sizes.pop()} seeds" if len(sizes) == 1 else "n seeds per strategy in the legend"
+    fig.suptitle(f"mean ± 95% confidence interval of the mean over {n_text}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="benchmark", version_base="1.3")
@@ -227,6 +308,12 @@ def _benchmark(cfg: DictConfig) -> None:
     hv_reference = _hv_reference(bench.hv_reference)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
+    if bench.simulated_workers < 1 or bench.mode not in MODES or bench.durations not in DURATIONS:
+        raise ValueError(
+            f"benchmark.simulated_workers must be >= 1 (got {bench.simulated_workers}), benchmark.mode one of "
+            f"{list(MODES)} (got {bench.mode!r}), benchmark.durations one of {list(DURATIONS)} "
+            f"(got {bench.durations!r})"
+        )
     tasks = [
         (
             name,
@@ -235,6 +322,7 @@ def _benchmark(cfg: DictConfig) -> None:
             seed,
             bench.budget,
             bench.max_episodes_factor * bench.budget,
+            {"workers": bench.simulated_workers, "mode": bench.mode, "durations": bench.durations},
         )
         for name in bench.strategies
         for seed in range(bench.first_seed, bench.first_seed + bench.seeds)
@@ -248,8 +336,7 @@ def _benchmark(cfg: DictConfig) -> None:
             costs[name].append(cost)
     seconds = time.monotonic() - start
     effort = {  # episodes include re-sampled architectures, which cost no evaluation but an update
-        name: {key: float(np.mean([c[key] for c in runs])) for key in ("episodes", "seconds")}
-        for name, runs in costs.items()
+        name: {key: float(np.mean([c[key] for c in runs])) for key in runs[0]} for name, runs in costs.items()
     }
 
     out = summarize(results, columns, report_at, bench.budget, bench.baseline, hv_reference)
@@ -271,6 +358,9 @@ def _benchmark(cfg: DictConfig) -> None:
         )
     )
     settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
+    if bench.simulated_workers > 1 or bench.mode == "async":
+        settings += (f", search.mode={bench.mode} with {bench.simulated_workers} simulated workers "
+                     f"({bench.durations} durations, virtual clock)")  # fmt: skip
     write_markdown(
         run_dir / "summary.md",
         out["summary"],

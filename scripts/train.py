@@ -3,7 +3,7 @@
     nasrl-train                                         # defaults: controller=lstm env=mnist1d
     nasrl-train controller.lr=3e-3 search.budget=20 seed=3
     nasrl-train -m seed=0,1,2                           # a sweep, one run folder per job
-    nasrl-train resume=outputs/2026-11-28/12-00-00      # continue a run in place
+    nasrl-train resume=outputs/mnist1d-lstm-seed0/2026-11-28_12-00-00   # continue a run in place
 
 Everything about a run lands in its Hydra run folder: .hydra/ (config), train.log (what it printed),
 history.csv, best.json, checkpoint.pt, cache.sqlite and TensorBoard events under tb/.
@@ -31,6 +31,7 @@ from nasrl.controller.build import (
     seed_everything,
     stops_on_bad_input,
 )
+from nasrl.controller.monitor import env_hparams
 from nasrl.controller.runfolder import resume_config
 from nasrl.controller.search import run_search
 from nasrl.controller.weight_sharing import run_weight_sharing_search
@@ -62,6 +63,7 @@ def _search(cfg: DictConfig) -> None:
         try:  # an interrupt at any moment, data loading included, leaves a folder that resume continues
             env = build_env(cfg.env, run_dir)
             cleanup.callback(env.close)
+            hparams |= env_hparams(env)  # env: class, space and data set in one column; env.space, env.dataset
             policy = build_policy(cfg.controller, env, cfg.seed)
             if getattr(env.unwrapped.evaluator, "shares_weights", False):  # type: ignore[attr-defined]
                 _weight_sharing(cfg, env, policy, run_dir, resuming, hparams)
@@ -83,6 +85,8 @@ def _search(cfg: DictConfig) -> None:
                 hparams=hparams,
                 runner=runner,
                 workers=cfg.search.workers,
+                mode=cfg.search.mode,
+                completion_order=cfg.search.completion_order,
             )
         except KeyboardInterrupt:
             report(

@@ -134,16 +134,42 @@ def test_toy_space_is_large_enough() -> None:
     assert toy_env().space.size() >= 1_000_000
 
 
+class OptimumFound(BaseException):
+    """Raised through the search (a BaseException, so not recorded as a failed child) to end it early."""
+
+
+class StopAtOptimum(TokenMatchEvaluator):
+    """Scores like :class:`TokenMatchEvaluator` and ends the search at the first architecture that matches the
+    target: whether a search finds the optimum is known then, whatever it would do afterwards."""
+
+    def evaluate(self, arch, seed):
+        result = super().evaluate(arch, seed)
+        if result.val_accuracy == 1.0:
+            raise OptimumFound
+        return result
+
+
+def finds_the_optimum(policy_class: type, seed: int, episodes: int) -> bool:
+    env = ChildNetEnv(space=TOY_SPACE, evaluator=StopAtOptimum(TOY_TARGET))
+    try:
+        run_search(env, policy_class(TokenSpec.from_env(env), seed=seed), budget=10**9, max_episodes=episodes)
+    except OptimumFound:
+        return True
+    return False
+
+
 @pytest.mark.slow
 def test_reinforce_finds_the_optimum_where_random_search_does_not() -> None:
     """Synthetic reward over 5**10 architectures with one known optimum (reward 1.0), no training. Seeds 0-2
-    reach it after 350, 807 and 491 episodes (seed 3: 1148); random search's best in 1000 is 0.6."""
+    reach it after 350, 807 and 491 episodes (seed 3: 1148); random search's best in 1000 is 0.6. A search
+    ends once it finds the optimum, and the seeds once two of them did (the quickest first): the verdict on
+    seeds 0-2 is the one of running each search to 1000 episodes, in less than a third of the time."""
     episodes = 1000
-    found = []
-    for seed in range(3):
-        env = toy_env()
-        state = run_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=seed), budget=10**9, max_episodes=episodes)
-        found.append(state.best["reward"] == 1.0)
+    found: list[bool] = []
+    for seed in (0, 2, 1):
+        found.append(finds_the_optimum(LSTMPolicy, seed, episodes))
+        if sum(found) == 2:
+            break
     assert sum(found) >= 2, found
     env = toy_env()
     random_state = run_search(env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=10**9, max_episodes=episodes)

@@ -144,19 +144,23 @@ def test_an_evaluator_that_raises_is_a_recorded_failure() -> None:
 @pytest.mark.slow
 def test_default_episode_scores_well_above_chance() -> None:
     e = gym.make("nasrl/ChildNet-v0")  # defaults: cnn1d space, MNIST-1D, the default training budget
-    obs, _ = e.reset(seed=0)
-    rng = np.random.default_rng(0)
+    # seed 24 draws a depth-3 network with a two-input skip (0.91 here), trained in a third of the time of
+    # seed 0's six layers: the defaults are what this test checks, not how big the drawn network is
+    obs, _ = e.reset(seed=24)
+    rng = np.random.default_rng(24)
     done = False
     while not done:
         obs, reward, done, _, info = e.step(int(rng.choice(np.flatnonzero(obs["action_mask"]))))
     assert not info["failed"]
     assert info["val_accuracy"] > 0.3  # chance is 0.1
+    assert max(len(i) for i in e.unwrapped.space.decode(info["tokens"]).inputs) == 2  # the skip is there
 
 
 @pytest.mark.slow
 def test_hand_picked_cnn_reaches_085_on_mnist1d_with_the_default_budget() -> None:
     space = load_space("cnn1d")
-    layer = {"filters": 64, "kernel_size": 5, "activation": "relu"}
+    # 0.97 here; with 64 filters 0.975 in three times the time
+    layer = {"filters": 32, "kernel_size": 5, "activation": "relu"}
     tokens = chain_cnn1d_tokens(space, [{**layer, "stride": s} for s in (1, 2, 1, 2)])
     _, info = play(gym.make("nasrl/ChildNet-v0"), tokens, seed=0)
     assert info["val_accuracy"] >= 0.85, info

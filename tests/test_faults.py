@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import run_script
 from nasrl.controller.runfolder import _atomic_write
 from nasrl.controller.search import SearchError
 from nasrl.env import ChildNetEnv, ChildTrainer, load_space
@@ -61,7 +63,8 @@ def test_the_console_script_refuses_an_unknown_key_in_one_line_on_stderr(tmp_pat
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: search.budjet: unknown setting; the settings there are ['budget', 'max_episodes', "
-        "'max_consecutive_failures', 'max_minutes', 'progress', 'workers', 'backend', 'max_retries', 'ray']"
+        "'max_consecutive_failures', 'max_minutes', 'progress', 'workers', 'backend', 'max_retries', 'ray', 'mode', "
+        "'completion_order']"
     ]
     assert not list(tmp_path.iterdir())  # nothing ran: not even a run folder
 
@@ -145,31 +148,69 @@ def history(run: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in ("seconds", "cached")} for row in csv.DictReader(fh)]
 
 
+# Forks nasrl-train's main() on request (one JSON list of overrides a line) from an interpreter that imported it
+# once and ran nothing else (no torch thread pool to inherit): each fork is a real process that SIGKILL ends,
+# without paying seconds of imports per process. Prints the pid of each fork, then its wait status once it ended.
+FORK_SERVER = """
+import json, os, sys
+from nasrl.scripts import train
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        sys.argv = ["nasrl-train", *json.loads(line)]
+        try:
+            train.main()
+        finally:
+            os._exit(0)
+    print(pid, flush=True)
+    print(os.waitpid(pid, 0)[1], flush=True)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_files_that_resume_to_the_same_result(tmp_path) -> None:
     common = ["search.budget=60", "controller.batch_size=3", "seed=2"]
     run = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *SYNTH, *common]
 
     def rows() -> int:
         return (run / "history.csv").read_bytes().count(b"\n") - 1 if (run / "history.csv").exists() else 0
 
-    for extra in (0.0, 0.002, 0.004, 0.006, 0.008):  # kill at varied moments of the write cycle
-        proc = subprocess.Popen(
-            args + ([f"resume={run}"] if (run / "checkpoint.pt").exists() else []),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # wait for progress past at least one checkpoint (a round is 3 episodes): start-up takes seconds
-        # on a busy machine, so a fixed delay could kill every attempt before the search began
-        start_rows, deadline = rows(), time.monotonic() + 120
-        while rows() <= start_rows + 3 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(extra)
-        assert proc.poll() is None, "the search ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=tmp_path, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        for extra in (0.0, 0.002, 0.004, 0.006, 0.008):  # kill at varied moments of the write cycle
+            resume = [f"resume={run}"] if (run / "checkpoint.pt").exists() else []
+            server.stdin.write(json.dumps([f"hydra.run.dir={run}", *SYNTH, *common, *resume]) + "\n")
+            server.stdin.flush()
+            pid = int(server.stdout.readline() or "-1")
+            assert pid > 0, "the fork server ended (its error is in the captured stderr)"
+            # wait for progress past at least one checkpoint (a round is 3 episodes): start-up takes a while on
+            # a busy machine, so a fixed delay could kill every attempt before the search began
+            start_rows, deadline = rows(), time.monotonic() + 120
+            while rows() <= start_rows + 3 and alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(extra)
+            with contextlib.suppress(ProcessLookupError):  # it ended already: its status says so
+                os.kill(pid, signal.SIGKILL)
+            status = int(server.stdout.readline())
+            killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            assert killed, "the search ended before it could be killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the server and a fork still running, if the test failed
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
     assert (run / "checkpoint.pt").exists() and rows() < 60
     resume = [f"resume={run}"]
     result = run_script("train.py", f"hydra.run.dir={run}", *resume, *SYNTH, *common, cwd=tmp_path)

@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,17 +115,17 @@ def test_two_workers_give_the_same_history_as_one(tmp_path) -> None:
 
 def test_a_dead_local_worker_is_retried_then_recorded_as_failed(tmp_path) -> None:
     env = ChildNetEnv(space=TOY_SPACE, evaluator=TokenMatchEvaluator([1] * 10))
-    runner = ProcessRunner(DyingEvaluator(str(tmp_path / "log")), workers=2, max_retries=1)
+    # KILL_TOKENS kill their worker in their first 3 attempts: two in the first run, one in the second. One
+    # evaluator for both runs spares a pool of fresh workers (seconds of imports each) between them.
+    runner = ProcessRunner(DyingEvaluator(str(tmp_path / "log"), deaths=3), workers=2, max_retries=1)
     try:
         killed, fine = runner.run(toy_jobs(env))
         assert killed.failed and "worker died in each of 2 attempts" in killed.reason
         assert not fine.failed and fine.val_accuracy == 1.0
         assert (tmp_path / "log").read_text().count("attempt") == 2  # one try, one retry
         # a worker that dies once is retried and then succeeds; the runner keeps working after a death
-        runner.evaluator = DyingEvaluator(str(tmp_path / "log2"), deaths=1)
-        runner.close()
         (result,) = runner.run(toy_jobs(env)[:1])
-        assert not result.failed and (tmp_path / "log2").read_text().count("attempt") == 2
+        assert not result.failed and (tmp_path / "log").read_text().count("attempt") == 4
     finally:
         runner.close()
 
@@ -247,3 +249,42 @@ def test_a_repeated_search_against_the_same_cache_trains_nothing(tmp_path) -> No
     assert [r["reward"] for r in again] == [r["reward"] for r in first]
     assert not (tmp_path / "again" / "cache.sqlite").exists()
     assert len(EvaluationCache(shared)) == 4
+
+
+KILLED_SEARCH = """
+import os, sys, time
+from nasrl.env import ChildNetEnv, TokenMatchEvaluator
+from nasrl.env.parallel import ProcessRunner
+if __name__ == "__main__":
+    env = ChildNetEnv({space!r}, evaluator=TokenMatchEvaluator([0] * 10))
+    runner = ProcessRunner(env.evaluator, 2)
+    runner.run([(env.space.decode(tuple([0] * 10)), seed) for seed in range(4)])
+    print(*runner._pool._processes, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers end with their parent on Linux only")
+def test_worker_processes_end_with_a_search_killed_by_sigkill(tmp_path) -> None:
+    script = tmp_path / "search.py"
+    script.write_text(KILLED_SEARCH.format(space=TOY_SPACE))
+    search = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in search.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        search.kill()  # SIGKILL: the search cannot stop its workers itself
+        search.wait()
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -137,9 +137,22 @@ def gated_run(run: Path, *overrides: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+SIGINT_SEARCH = ["controller.batch_size=2", "seed=4", "search.budget=10"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sigint_search(tmp_path_factory) -> list[dict]:
+    """history.csv of the search that the SIGINT tests interrupt, run once without interruption for both."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "full"
+    gated_run(run, *SIGINT_SEARCH)
+    return history(run)
+
+
 @pytest.mark.parametrize("hold", [0, 5])  # before the first child finishes; mid-search, after two updates
-def test_sigint_keeps_everything_and_the_printed_command_resumes_to_the_same_result(tmp_path, hold) -> None:
-    common = ["controller.batch_size=2", "seed=4", "search.budget=10"]
+def test_sigint_keeps_everything_and_the_printed_command_resumes_to_the_same_result(
+    tmp_path, hold, uninterrupted_sigint_search
+) -> None:
+    common = SIGINT_SEARCH
     run, gate = tmp_path / "run", tmp_path / "gate"
     proc = start_gated_search(run, gate, *common, hold=hold)
     wait_for(gate / f"started-{hold}", proc)  # the search is training child number `hold`
@@ -151,8 +164,7 @@ def test_sigint_keeps_everything_and_the_printed_command_resumes_to_the_same_res
     assert len(history(run)) == (hold // 2) * 2  # the finished rounds of 2, nothing of the one in flight
     (gate / f"hold-{hold}").unlink()
     gated_run(run, *command.split()[1:])
-    gated_run(tmp_path / "full", *common)
-    assert history(run) == history(tmp_path / "full")
+    assert history(run) == uninterrupted_sigint_search
     assert (run / "checkpoint.pt").exists()
 
 
@@ -185,12 +197,14 @@ def test_a_multirun_sweep_gives_one_run_folder_per_job(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for job in ("0", "1", "2", "3"):
+    # each job's folder: its number, then what ran (the last override varies fastest)
+    jobs = ("0-synthetic-lstm-seed0", "1-synthetic-random-seed0", "2-synthetic-lstm-seed1", "3-synthetic-random-seed1")
+    for job in jobs:
         assert (tmp_path / "sweep" / job / "history.csv").exists()
         assert (tmp_path / "sweep" / job / ".hydra" / "config.yaml").exists()
-    assert history(tmp_path / "sweep" / "0") != history(tmp_path / "sweep" / "1")
+    assert history(tmp_path / "sweep" / jobs[0]) != history(tmp_path / "sweep" / jobs[1])
     targets = {(tmp_path / "sweep" / job / ".hydra" / "config.yaml").read_text().split("_target_: ")[1].split()[0]
-               for job in ("0", "1", "2", "3")}  # fmt: skip
+               for job in jobs}  # fmt: skip
     assert targets == {"nasrl.controller.lstm.LSTMPolicy", "nasrl.controller.random_search.RandomPolicy"}
 
 
@@ -201,6 +215,8 @@ def test_one_seed_gives_one_history_through_every_entry_point(tmp_path) -> None:
     from nasrl.controller.build import build_env, build_policy, seed_everything
     from nasrl.controller.search import run_search
     from nasrl.scripts.benchmark import search_once
+
+    sequential = {"workers": 1, "mode": "rounds", "durations": "flops"}  # one child after another, no clock
 
     overrides = ["env=synthetic", "controller.batch_size=2", "seed=7"]
     train_synthetic(tmp_path / "cli", *overrides, "search.budget=12")
@@ -214,7 +230,7 @@ def test_one_seed_gives_one_history_through_every_entry_point(tmp_path) -> None:
     assert direct == cli
 
     env_cfg, controller_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg.env, cfg.controller))
-    _, _, rewards, _, _ = search_once(("lstm", controller_cfg, env_cfg, 7, 12, 800))
+    _, _, rewards, _, _ = search_once(("lstm", controller_cfg, env_cfg, 7, 12, 800, sequential))
     assert rewards == [float(r["reward"]) for r in cli if r["reused"] == "0"]
 
 
