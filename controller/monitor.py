@@ -100,7 +100,8 @@ class Monitor:
         step, add = state.episode, self.writer.add_scalar
         add("search/reward", row["reward"], step)
         add("search/best_reward", best["reward"], step)
-        add("search/val_accuracy", row["val_accuracy"], step)
+        if row["val_accuracy"] != row["reward"]:  # the same curve twice under the identity transform, no cost
+            add("search/val_accuracy", row["val_accuracy"], step)
         add("search/distinct_architectures", state.distinct, step)
         add("search/archs_per_hour", state.distinct / max(state.elapsed, 1e-9) * 3600, step)
         add("search/staleness", row.get("staleness", 0), step)  # policy updates since it was proposed

@@ -6,7 +6,8 @@ M), their children are trained at once (``runner``: in this process, worker proc
 results are fed back in the order of the proposals, each episode played through ``env.step``. The round
 does not depend on the number of workers, so a seed gives the same search whatever that number is. Every
 caller (``nasrl-train``, ``nasrl-benchmark``, the tests) goes through this one path, except a search with
-shared weights, whose schedule is ENAS's (``controller/weight_sharing.py``).
+shared weights, whose schedule is ENAS's (``controller/weight_sharing.py``). ``search.mode=async`` drops the
+rounds: a new architecture whenever a worker frees up, results fed back as they arrive (:func:`_search_async`).
 
 Files: ``controller/runfolder.py``; TensorBoard and the progress bar: ``controller/monitor.py``; at the end
 (also of an interrupted or stopped search), ``pareto.csv`` and ``pareto.png``: ``controller/pareto.py``.
