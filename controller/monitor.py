@@ -39,7 +39,9 @@ CHART_REPORTED = "best architecture's {name}"  # one chart per number the evalua
 TOP_K = 5  # rows of search/top_architectures
 HISTOGRAM_EVERY = 10  # episodes between two search/reward_distribution histograms
 HISTOGRAM_WINDOW = 50  # the episodes each histogram holds: the latest, i.e. what the policy samples now
-PICTURE_SECONDS = 60.0  # the images are redrawn at most this often (0.1 to 0.5 s each), and at the end
+# the images are drawn a minute into a session at the earliest, then at most this often, and at the end: 0.1 to
+# 0.5 s each, which a short search (a test) would pay on its first episode for a picture nobody sees
+PICTURE_SECONDS = 60.0
 # TensorBoard's HParams tab ticks 5 columns by default, those marked `differs` first: these
 KEY_HPARAMS = ("controller", "controller.lr", "env", "search.budget", "seed")
 
@@ -82,7 +84,7 @@ class Monitor:
         self._positions: list[str] = []  # decision positions in the policy's order, each a chart
         self._layout_changed = False
         self._pictured: tuple[int, int] | None = None  # (best's index, distinct architectures) when last drawn
-        self._pictured_at = -float("inf")
+        self._pictured_at = time.monotonic()
 
     def episode(
         self, state: SearchState, row: dict[str, Any], best: dict[str, Any], metrics: dict[str, float], policy: Policy
