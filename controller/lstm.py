@@ -146,6 +146,8 @@ class LSTMPolicy(Policy):
         replay_weight: weight of that term, -replay_weight * mean[max(R - b, 0) * log pi].
     """
 
+    updates: int  # REINFORCE steps taken (never None here)
+
     def __init__(
         self,
         spec: TokenSpec,
@@ -207,6 +209,12 @@ class LSTMPolicy(Policy):
             logits = self.tanh_constant * torch.tanh(logits)
         return torch.log_softmax(logits.masked_fill(ruled_out, float("-inf")), dim=-1)
 
+    def _step_probs(self, state: dict[str, Any], step: Step) -> torch.Tensor:
+        """The probabilities (K,) of the choices at ``step``, advancing the acting ``state`` (no gradients:
+        numpy underneath)."""
+        logits = torch.from_numpy(self.net.step(state, step))
+        return self._log_probs(logits, self._ruled_out((step[4],))[0]).exp()
+
     def _ruled_out(self, masks: tuple[tuple[int, ...], ...]) -> torch.Tensor:
         """Boolean tensor (T, K) of the choices each step's action mask rules out, built once per layout."""
         if masks not in self._ruled_out_cache:
@@ -228,8 +236,7 @@ class LSTMPolicy(Policy):
             int(obs["prev_token"]),
             tuple(int(m) for m in obs["action_mask"]),
         )
-        logits = torch.from_numpy(self.net.step(self._state, step))  # no gradients: numpy underneath
-        p = self._log_probs(logits, self._ruled_out((step[4],))[0]).exp().numpy().astype(np.float64)
+        p = self._step_probs(self._state, step).numpy().astype(np.float64)
         cdf = np.cumsum(p)
         u = torch.rand((), generator=self.generator, dtype=torch.float64).item()
         # inverse CDF: never lands on a p = 0 choice; min() guards against u * cdf[-1] rounding up to cdf[-1]
@@ -381,8 +388,7 @@ class LSTMPolicy(Policy):
         state, prev, probability, t = self.net.initial_state(), self.spec.num_actions, 1.0, 0
         while t < len(steps):
             decision, layer, source, mask = steps[t]
-            logits = torch.from_numpy(self.net.step(state, (decision, layer, source, prev, mask)))
-            p = self._log_probs(logits, self._ruled_out((mask,))[0]).exp()
+            p = self._step_probs(state, (decision, layer, source, prev, mask))
             prev = int(p.argmax())
             probability *= float(p[prev])
             if t == 0:

@@ -183,10 +183,9 @@ class Monitor:
 
     def _enters_top(self, row: dict[str, Any]) -> bool:
         """Add a newly evaluated architecture to the ``TOP_K`` best if it belongs there; say whether it did."""
-        if row["failed"] or (len(self._top) == TOP_K and row["reward"] <= self._top[-1]["reward"]):
-            return False
-        self._top = sorted([*self._top, row], key=lambda r: -r["reward"])[:TOP_K]  # stable: ties keep the first
-        return True
+        top = top_rows([*self._top, row])
+        entered, self._top = top != self._top, top
+        return entered
 
     def _histogram(self, state: SearchState) -> None:
         rewards = np.asarray([r["reward"] for r in state.history[-HISTOGRAM_WINDOW:]], dtype=np.float64)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from nasrl.controller.runfolder import atomic_write
 
 COSTS = ("params", "flops", "latency_ms")
 AXIS_LABELS = {
@@ -119,9 +120,10 @@ def write_pareto(run_dir: str | Path, history: Iterable[dict[str, Any]]) -> dict
                 "fronts": " ".join(name for name, front in by_cost.items() if i in front),
             }
         )
-    _replace(run_dir / "pareto.csv", buf.getvalue().encode())
+    atomic_write(run_dir / "pareto.csv", lambda fh: fh.write(buf.getvalue().encode()))
     if by_cost:
-        _replace(run_dir / "pareto.png", _plot(rows, by_cost))
+        png = _plot(rows, by_cost)
+        atomic_write(run_dir / "pareto.png", lambda fh: fh.write(png))
     return {name: [rows[i]["index"] for i in front] for name, front in by_cost.items()}
 
 
@@ -166,10 +168,3 @@ def _flag(value: Any) -> bool:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

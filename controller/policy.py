@@ -51,6 +51,10 @@ class TokenSpec:
 class Policy:
     """Base class of search strategies; subclass it and override the methods below."""
 
+    # how many times the policy has updated itself (the LSTM: REINFORCE steps); None: it does not count them,
+    # and the search takes the results fed back instead. A result's staleness is counted in these units
+    updates: int | None = None
+
     def __init__(self, spec: TokenSpec, seed: int = 0) -> None:
         self.spec = spec
         self.seed = seed

@@ -153,10 +153,10 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         resuming = resume and self.checkpoint.exists()
         state = load_checkpoint(self.checkpoint, policy, evaluator) if resuming else SearchState()
-        _atomic_write(self.history, lambda fh: fh.write(_csv([_HEADER, *state.history]).encode()))
+        atomic_write(self.history, lambda fh: fh.write(_csv([_HEADER, *state.history]).encode()))
         if self.completions.exists():  # completions after the checkpoint belong to children that resume redoes
             kept = self.completions.read_text().splitlines()[: state.completions]
-            _atomic_write(self.completions, lambda fh: fh.write("".join(f"{line}\n" for line in kept).encode()))
+            atomic_write(self.completions, lambda fh: fh.write("".join(f"{line}\n" for line in kept).encode()))
         self.save(policy, state, evaluator)
         return state
 
@@ -183,7 +183,7 @@ class RunFolder:
 
     def write_best(self, payload: dict[str, Any]) -> None:
         """Rewrite ``best.json`` (what ``nasrl-retrain RUN`` retrains): ``tokens`` and the readable fields."""
-        _atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
+        atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
 
     def save(self, policy: Policy, state: SearchState, evaluator: Any = None) -> None:
         """Rewrite the checkpoint: policy, the loop's state, every random state and, given, the state of a
@@ -198,7 +198,7 @@ class RunFolder:
         }
         if evaluator is not None:
             payload["evaluator"] = evaluator.state_dict()
-        _atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))
+        atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))
 
 
 _HEADER = dict(zip(HISTORY_COLUMNS, HISTORY_COLUMNS))
@@ -252,7 +252,7 @@ def load_checkpoint(path: Path, policy: Policy, evaluator: Any = None) -> Search
     return SearchState(**payload["state"])
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write through a temporary file and rename, so a kill at any moment leaves the old or the new file.
     Ctrl-C or SIGTERM during the write takes effect once it is done (see :func:`_interrupts_held`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -128,7 +128,7 @@ class _Search:
         """How far the policy has learned: its updates (``policy.updates``, e.g. the LSTM's REINFORCE steps),
         or, for a policy that does not count them, the results it was fed (evolution's population changes
         with each). A result's staleness is the version when it is fed minus the version when it was proposed."""
-        updates = getattr(self.policy, "updates", None)
+        updates = getattr(self.policy, "updates", None)  # a policy that does not subclass Policy may lack it
         return int(updates) if updates is not None else self.state.episode
 
     def propose(self, tokens: list[int] | None = None) -> tuple[float, dict[str, Any], int]:
@@ -167,9 +167,9 @@ def _search_rounds(
     """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
     and the results are fed back in the order of the proposals."""
     state, warned_idle = search.state, False
+    rounds_matter = evaluator_to_keep(search.env) is not None
     while state.distinct < budget and state.episode < max_episodes and time_left():
         left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
-        rounds_matter = evaluator_to_keep(search.env) is not None
         size = _round_size(search.policy, workers, left, rounds_matter) if runner is not None else 1
         if size < min(workers, left) and not warned_idle:
             warned_idle = True
@@ -197,47 +197,44 @@ def _search_async(
     resume, from the cache."""
     env, state = search.env.unwrapped, search.state
     env.defer_training()  # type: ignore[attr-defined]
-    flights: dict[int, tuple[list[int], int]] = {}  # proposal -> (tokens, version when proposed)
-    key_of: dict[int, str] = {}  # proposal -> cache key of its child
-    submitted: dict[str, int] = {}  # cache key -> the proposal whose job trains it (others wait for it)
+    flights: dict[int, tuple[list[int], int, str]] = {}  # proposal -> (tokens, version when proposed, cache key)
+    waiting: dict[str, list[int]] = {}  # cache key of a child in training -> its proposals, the first submitted it
 
     def start(reward: float, info: dict[str, Any], proposal: int, version: int) -> None:
         if not info.get("deferred"):  # known at once (cached, over the cost limit): fed now
             search.feed(reward, info, proposal, version)
             return
         ((key, job),) = env.take_deferred().items()  # type: ignore[attr-defined]
-        flights[proposal], key_of[proposal] = (info["tokens"], version), key
-        if key not in submitted:  # the same child already in training: this proposal waits for its result
-            submitted[key] = proposal
+        flights[proposal] = (info["tokens"], version, key)
+        if key not in waiting:  # else the same child is in training already: this proposal waits for its result
             runner.submit(proposal, job)
+        waiting.setdefault(key, []).append(proposal)
 
     for flight in sorted(state.in_flight, key=lambda f: f["proposal"]):  # resumed: the children in flight
         reward, info = play_episode(search.env, None, flight["tokens"])
         start(reward, info, flight["proposal"], flight["version"])
     while True:
         while (
-            len(submitted) < workers
-            and state.distinct + len(submitted) < budget
+            len(waiting) < workers
+            and state.distinct + len(waiting) < budget
             and state.episode + len(flights) < max_episodes
             and time_left()
         ):
             version = search.version()
             start(*search.propose(), version)
-        if not submitted:
+        if not waiting:
             break
         done, result = runner.next_result()
-        key = key_of[done]
+        key = flights[done][2]
         env.store_result(key, result)  # type: ignore[attr-defined]
-        del submitted[key]
         state.completions += 1
         if search.folder is not None:
             search.folder.record_completion(done)
-        for proposal in sorted(p for p, k in key_of.items() if k == key):  # the job's proposal, then the waiting
-            tokens, version = flights.pop(proposal)
-            del key_of[proposal]
+        for proposal in waiting.pop(key):  # the job's proposal, then those that waited for it, in order
+            tokens, version, _ = flights.pop(proposal)
             reward, info = play_episode(search.env, None, tokens)
             search.feed(reward, info, proposal, version)
-        state.in_flight = [{"proposal": p, "tokens": t, "version": v} for p, (t, v) in flights.items()]
+        state.in_flight = [{"proposal": p, "tokens": t, "version": v} for p, (t, v, _) in flights.items()]
         search.save()
     search.save()  # results known at once since the last child finished
     env.take_deferred(stop=True)  # type: ignore[attr-defined]

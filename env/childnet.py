@@ -39,7 +39,7 @@ from gymnasium import spaces
 
 from nasrl.env.cache import EvaluationCache, cache_key
 from nasrl.env.cost import CostMeter, LatencySettings, can_measure
-from nasrl.env.evaluation import ChildTrainer, Evaluator
+from nasrl.env.evaluation import ChildTrainer, EvalResult, Evaluator
 from nasrl.env.parallel import InProcessRunner, Job, safe_evaluate
 from nasrl.env.rewards import CostObjective, get_reward_transform
 from nasrl.env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
@@ -209,8 +209,9 @@ class ChildNetEnv(gym.Env):
         costs = self.costs.costs(arch, self.objective.measures_latency) if self.costs is not None else {}
         metric = self.objective.metric  # None: accuracy alone
         limit = self.objective.over_limit(costs[metric]) if metric is not None else ""
-        if limit:  # decided before training and before queueing: nothing is trained for this child
-            return self._observation(), self.failure_reward, True, False, self._over_limit(arch, seed, costs, limit)
+        if limit:  # decided before training and before queueing: nothing is trained for this child (not failed)
+            info = self._info(arch, seed, EvalResult(0.0, reason=limit), costs, cached=False, over_limit=1)
+            return self._observation(), self.failure_reward, True, False, info
         key = cache_key(self.space.to_dict(), self._fingerprint, tokens, seed)
         result = self.cache.get(key) if self.cacheable else None
         if result is None and self._deferred is not None and self.cacheable:
@@ -225,15 +226,21 @@ class ChildNetEnv(gym.Env):
                 self.cache.put(key, result)
         getattr(self.evaluator, "observe", lambda key, result: None)(key, result)  # e.g. early stopping's curves
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
-        extra: dict[str, Any] = {k: v for k, v in costs.items() if k != "params"}  # params has its own key
+        extra: dict[str, Any] = {}
         if metric is not None and self.objective.mode == "constraint":
             extra["over_limit"] = 0
         elif metric is not None:
             extra["cost_factor"] = self.objective.factor(costs[metric])
             reward = reward if result.failed else reward * extra["cost_factor"]
-        info = {
+        return self._observation(), reward, True, False, self._info(arch, seed, result, costs, cached, **extra)
+
+    def _info(
+        self, arch: Architecture, seed: int, result: EvalResult, costs: dict[str, float], cached: bool, **extra: Any
+    ) -> dict[str, Any]:
+        """The last step's info: the architecture, the evaluator's result and the child's costs."""
+        return {
             "architecture": self.describe(arch),
-            "tokens": list(tokens),
+            "tokens": list(arch.tokens),
             "arch": arch.to_dict(),
             "val_accuracy": result.val_accuracy,
             "params": result.params or int(costs.get("params", 0)),
@@ -243,25 +250,8 @@ class ChildNetEnv(gym.Env):
             "cached": cached,
             "child_seed": seed,
             **result.metrics,
+            **{k: v for k, v in costs.items() if k != "params"},  # params has its own key
             **extra,
-        }
-        return self._observation(), reward, True, False, info
-
-    def _over_limit(self, arch: Architecture, seed: int, costs: dict[str, float], reason: str) -> dict[str, Any]:
-        """The last step's info for a child over the constraint's limit: not trained, not failed."""
-        return {
-            "architecture": self.describe(arch),
-            "tokens": list(arch.tokens),
-            "arch": arch.to_dict(),
-            "val_accuracy": 0.0,  # not trained
-            "params": int(costs.get("params", 0)),
-            "train_seconds": 0.0,
-            "failed": False,
-            "reason": reason,
-            "cached": False,
-            "child_seed": seed,
-            **{k: v for k, v in costs.items() if k != "params"},
-            "over_limit": 1,
         }
 
     def _mask(self) -> np.ndarray:

@@ -31,14 +31,10 @@ import torch
 
 from nasrl.env.cache import EvaluationCache
 from nasrl.env.evaluation import torch_threads
+from nasrl.env.networks import count_parameters
 from nasrl.env.space import Architecture
 
 COST_NAMES = ("params", "flops", "latency_ms")
-
-
-def count_params(model: torch.nn.Module) -> int:
-    """Parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def count_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
@@ -160,7 +156,7 @@ class CostMeter:
             counted = self.count_costs(arch)
             return {"params": int(counted["params"]), "flops": int(counted["flops"])}
         model = self._model(arch)
-        return {"params": count_params(model), "flops": count_flops(model, torch.zeros(1, *self.input_shape))}
+        return {"params": count_parameters(model), "flops": count_flops(model, torch.zeros(1, *self.input_shape))}
 
     def _model(self, arch: Architecture) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the search's RNG

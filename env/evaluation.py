@@ -101,11 +101,12 @@ class ThreadedEvaluator:
     device: torch.device = torch.device("cpu")
     _on_device: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
 
-    def on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``tensors`` (the same ones at every call) on ``self.device``, copied there once per process, and
-        again only if the device changes, as when a worker process is given its own GPU. CPU: no copy."""
+    def on_device(self, tensors: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        """The tensors that ``tensors()`` gives (the same ones at every call) on ``self.device``, made and copied
+        there once per process, and again only if the device changes, as when a worker process is given its own
+        GPU. CPU: no copy."""
         if self._on_device is None or self._on_device[0] != self.device:
-            self._on_device = (self.device, tuple(t.to(self.device) for t in tensors))
+            self._on_device = (self.device, tuple(t.to(self.device) for t in tensors()))
         return self._on_device[1]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -203,6 +204,7 @@ class ChildTrainer(ThreadedEvaluator):
         self.train_fraction = float(train_fraction)
         self.stopping = make_stopping(stopping)
         self._train_idx = stratified_subset(dataset.y_train, self.train_fraction) if self.train_fraction < 1 else None
+        self._flops: dict[tuple[int, ...], float] = {}  # cost(), per architecture
 
     def fingerprint(self) -> dict[str, Any]:
         d = self.dataset
@@ -227,22 +229,28 @@ class ChildTrainer(ThreadedEvaluator):
     def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_train, y_train (the ``train_fraction`` subset), x_val and y_val on ``self.device`` (see
         :meth:`ThreadedEvaluator.on_device`)."""
-        d = self.dataset
-        x_train, y_train = d.x_train, d.y_train
-        if self._train_idx is not None:
-            x_train, y_train = x_train[self._train_idx], y_train[self._train_idx]
-        return self.on_device(x_train, y_train, d.x_val, d.y_val)  # type: ignore[return-value]
+        d, subset = self.dataset, self._train_idx
+
+        def tensors() -> tuple[torch.Tensor, ...]:  # the subset is copied only when the cache is made
+            if subset is None:
+                return d.x_train, d.y_train, d.x_val, d.y_val
+            return d.x_train[subset], d.y_train[subset], d.x_val, d.y_val
+
+        return self.on_device(tensors)  # type: ignore[return-value]
 
     def build(self, arch: Architecture) -> torch.nn.Module:
         return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
 
     def cost(self, arch: Architecture) -> float:
         """Floating-point operations of one forward pass on one example: proportional to the training
-        time of ``arch``, so a round can start its slowest children first. Takes a few milliseconds."""
+        time of ``arch``, so a round can start its slowest children first. A few milliseconds, once per
+        architecture (a round asks again for each child it starts)."""
         from nasrl.env.cost import count_flops  # env/cost.py imports this module
 
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights
-            return float(count_flops(self.build(arch), self.dataset.x_train[:1]))
+        if arch.tokens not in self._flops:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights
+                self._flops[arch.tokens] = float(count_flops(self.build(arch), self.dataset.x_train[:1]))
+        return self._flops[arch.tokens]
 
     def train_size(self) -> int:
         """Training examples a child trains on (the ``train_fraction`` subset)."""

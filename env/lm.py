@@ -213,8 +213,8 @@ class LanguageModelTrainer(ThreadedEvaluator):
     def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The train tokens and the scored validation tokens on ``self.device`` (see
         :meth:`~nasrl.env.evaluation.ThreadedEvaluator.on_device`)."""
-        val = self.corpus.val if self.val_tokens is None else self.corpus.val[: self.val_tokens]
-        train, val = self.on_device(self.corpus.train, val)
+        c, n = self.corpus, self.val_tokens
+        train, val = self.on_device(lambda: (c.train, c.val if n is None else c.val[:n]))
         return train, val
 
     def build(self, arch: Architecture) -> LanguageModel:

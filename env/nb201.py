@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.cost import count_flops, count_params
+from nasrl.env.cost import count_flops
 from nasrl.env.evaluation import EvalResult, torch_threads
+from nasrl.env.networks import count_parameters
 from nasrl.env.rewards import CostObjective
 from nasrl.env.space import NB201_OPS, Architecture
 
@@ -243,7 +244,7 @@ def measure_cell(ops: Sequence[str], counter: str = "hooks") -> dict[str, int]:
         model = NB201Network(tuple(ops))
     example = torch.zeros(1, *NB201Table.input_shape)
     flops = count_flops(model, example) if counter == "flop_counter" else _multiply_add_flops(model, example)
-    return {"params": count_params(model), "flops": flops}
+    return {"params": count_parameters(model), "flops": flops}
 
 
 def _multiply_add_flops(model: nn.Module, example: torch.Tensor) -> int:

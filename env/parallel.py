@@ -38,7 +38,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
@@ -258,11 +258,11 @@ class ProcessRunner:
                 tag, job, options, attempt = self._futures.pop(future)
                 try:
                     self._ready.append((tag, future.result()))
-                except BrokenProcessPool:
+                except (BrokenProcessPool, CancelledError):  # cancelled: by the restart of a broken pool
                     lost.append((tag, job, options, attempt))
             if lost:  # the rest of the pool's futures are broken too: collect them now
                 for future in list(self._futures):
-                    if future.done() and isinstance(future.exception(), BrokenProcessPool):
+                    if future.cancelled() or (future.done() and isinstance(future.exception(), BrokenProcessPool)):
                         lost.append(self._futures.pop(future))
                 self._restart_if_broken()
             for tag, job, options, attempt in sorted(lost, key=lambda item: item[0]):
@@ -441,9 +441,11 @@ class VirtualClockRunner:
         """Simulated worker-seconds spent training / (workers x simulated seconds so far)."""
         return self.busy / (self.workers * self.now) if self.now > 0 else 0.0
 
-    def submit(self, tag: int, job: Job) -> None:
+    def submit(self, tag: int, job: Job, options: dict[str, Any] | None = None) -> None:
+        """Start ``job`` on the worker that frees first; ``options``: its round's (default: asked for now)."""
         arch, seed = job
-        result = safe_evaluate(self.evaluator, arch, seed, round_options(self.evaluator))
+        options = round_options(self.evaluator) if options is None else options
+        result = safe_evaluate(self.evaluator, arch, seed, options)
         seconds = float(self.duration(arch, seed))
         start = max(self.now, heapq.heappop(self._free_at))
         heapq.heappush(self._free_at, start + seconds)
@@ -463,8 +465,9 @@ class VirtualClockRunner:
     def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
         """A round: every job starts as soon as a worker is free, longest first by ``cost``; the round ends
         when its last child does."""
+        options = round_options(self.evaluator)  # once per round, as the other runners do
         for i in longest_first(self.evaluator, jobs):
-            self.submit(i, jobs[i])
+            self.submit(i, jobs[i], options)
         results: list[EvalResult | None] = [None] * len(jobs)
         while self._events:
             i, results[i] = self.next_result()

@@ -80,14 +80,12 @@ def make_policy(strategy: str, env: ChildNetEnv, workers: int, seed: int) -> Pol
 
 
 def make_runner(backend: str, clock: SimulatedDurations, workers: int) -> Any:
-    """The runner, started and warmed up (one round of ``workers`` children), so the searches do not pay it."""
+    """The runner of ``backend`` with ``workers`` workers (warmed up by :func:`warm_up`, not here)."""
     if backend == "virtual":
         return VirtualClockRunner(clock.evaluator, workers, duration=clock.duration)
-    runner = ProcessRunner(clock, workers, threads_per_worker=1) if backend == "process" else None
-    if backend == "ray":
-        runner = RayRunner(clock, num_cpus=workers)
-    assert runner is not None
-    return runner
+    if backend == "process":
+        return ProcessRunner(clock, workers, threads_per_worker=1)
+    return RayRunner(clock, num_cpus=workers)
 
 
 def warm_up(runner: Any, clock: SimulatedDurations, env: ChildNetEnv, workers: int) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from nasrl.controller.runfolder import _atomic_write
+from nasrl.controller.runfolder import atomic_write
 from nasrl.controller.search import SearchError
 from nasrl.env import ChildNetEnv, ChildTrainer, load_space
 
@@ -230,6 +230,6 @@ def test_an_interrupt_during_a_file_write_is_raised_once_the_file_is_complete(tm
         fh.write(b"complete")
 
     with pytest.raises(KeyboardInterrupt):
-        _atomic_write(tmp_path / "file", write)
+        atomic_write(tmp_path / "file", write)
     assert (tmp_path / "file").read_bytes() == b"complete"
     assert [p.name for p in tmp_path.iterdir()] == ["file"]  # no temporary file left behind
