@@ -59,7 +59,14 @@ def schema_of(
     fields: list[tuple[str, Any, Any]] = []
     if with_target:
         fields.append(("_target_", str, field(default=f"{target.__module__}.{target.__qualname__}")))
-    for name, parameter in inspect.signature(function).parameters.items():
+    parameters = dict(inspect.signature(function).parameters)
+    if inspect.isclass(target) and any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        # a subclass passing **kwargs on to its base: the base's keywords are settings too
+        base_init = target.__mro__[1].__init__  # type: ignore[misc]
+        for name, parameter in inspect.signature(base_init).parameters.items():
+            parameters.setdefault(name, parameter)
+        hints = typing.get_type_hints(base_init) | hints
+    for name, parameter in parameters.items():
         if name in ("self", *exclude) or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
@@ -125,7 +132,7 @@ class TrainConfig:
 
 @dataclass
 class BenchmarkSettings:
-    strategies: list[str] = field(default_factory=lambda: ["lstm", "random", "evolution"])
+    strategies: list[str] = field(default_factory=lambda: ["lstm_gp", "lstm", "random", "evolution"])
     seeds: int = 100  # independent searches per strategy (first_seed .. first_seed + seeds - 1)
     first_seed: int = 0  # tune on other seeds (e.g. 1000) than the ones you report
     budget: int = 200  # distinct evaluations per search
@@ -157,6 +164,7 @@ class BenchmarkConfig:
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (the entry points and tests call this before composing)."""
     from nasrl.controller.evolution import EvolutionPolicy
+    from nasrl.controller.gp_filter import FilteredLSTMPolicy
     from nasrl.controller.lstm import LSTMPolicy
     from nasrl.controller.random_search import RandomPolicy
     from nasrl.env.childnet import ChildNetEnv
@@ -176,6 +184,7 @@ def register_configs() -> None:
     policy = ("spec", "seed")  # given by the search, not by the config
     store = ConfigStore.instance()
     store.store(group="controller", name="base_lstm", node=schema_of(LSTMPolicy, exclude=policy))
+    store.store(group="controller", name="base_lstm_gp", node=schema_of(FilteredLSTMPolicy, exclude=policy))
     store.store(group="controller", name="base_random", node=schema_of(RandomPolicy, exclude=policy))
     store.store(group="controller", name="base_evolution", node=schema_of(EvolutionPolicy, exclude=policy))
     for name, evaluator in (("base_childnet", trainer), ("base_synthetic", schema_of(TokenMatchEvaluator))):

@@ -10,7 +10,7 @@ Logits are shaped as in ENAS, ``tanh_constant * tanh(logits / temperature)``, an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,35 @@ class LSTMController(nn.Module):
             weight, bias = w["heads"][decision]
             logits = weight @ x + bias
         state["anchors"][layer] = x  # ends as the state after the layer's last decision
+        return logits
+
+    def step_batch(self, state: dict[str, Any], step: tuple[int, int, int], prev_tokens: np.ndarray) -> np.ndarray:
+        """:meth:`step` for B episodes at once that share this step (decision, layer, source) and the decision
+        type before it, each with its own previous token (B,); ``state`` holds (B, H) arrays. Returns the raw
+        logits (B, K). Drawing many candidate episodes this way costs about as much as drawing one."""
+        w = state["weights"]
+        decision, layer, source = step
+        prev_type, k = state["prev_type"], self.spec.num_actions
+        rows = np.full(len(prev_tokens), self.start_index) if prev_type is None else prev_type * k + prev_tokens
+        x = w["embedding.weight"][rows]
+        hc = state["hc"] or [(np.zeros_like(x), np.zeros_like(x))] * self.lstm.num_layers
+        for i in range(self.lstm.num_layers):
+            gates = x @ w[f"lstm.weight_ih_l{i}"].T + w[f"lstm.bias_ih_l{i}"]
+            gates += hc[i][0] @ w[f"lstm.weight_hh_l{i}"].T + w[f"lstm.bias_hh_l{i}"]
+            gate_i, gate_f, gate_g, gate_o = np.split(gates, 4, axis=-1)
+            c = _sigmoid(gate_f) * hc[i][1] + _sigmoid(gate_i) * np.tanh(gate_g)
+            x = _sigmoid(gate_o) * np.tanh(c)
+            hc[i] = (x, c)
+        state["hc"] = hc
+        state["prev_type"] = decision
+        if self.spec.decision_kinds[decision] == "skip":
+            anchor = state["anchors"][source - 1]
+            logits = np.zeros((len(x), k), dtype=x.dtype)
+            logits[:, 1] = np.tanh(anchor @ w["w_prev.weight"].T + x @ w["w_curr.weight"].T) @ w["v.weight"][0]
+        else:
+            weight, bias = w["heads"][decision]
+            logits = x @ weight.T + bias
+        state["anchors"][layer] = x
         return logits
 
     def replay(self, layout: Sequence[tuple[int, int, int]], inputs: torch.Tensor) -> torch.Tensor:
@@ -236,15 +265,24 @@ class LSTMPolicy(Policy):
             int(obs["prev_token"]),
             tuple(int(m) for m in obs["action_mask"]),
         )
-        p = self._step_probs(self._state, step).numpy().astype(np.float64)
-        cdf = np.cumsum(p)
-        u = torch.rand((), generator=self.generator, dtype=torch.float64).item()
-        # inverse CDF: never lands on a p = 0 choice; min() guards against u * cdf[-1] rounding up to cdf[-1]
-        action = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), int(np.flatnonzero(p)[-1]))
+        action = self._draw(self._step_probs(self._state, step))
         steps, actions = self._proposed[-1]
         steps.append(step)
         actions.append(action)
         return action
+
+    def _draw(self, probs: torch.Tensor) -> int:
+        """A choice drawn from ``probs`` (K,) with the policy's generator."""
+        return int(self.draw_rows(probs.numpy()[None])[0])
+
+    def draw_rows(self, probs: np.ndarray) -> np.ndarray:
+        """One choice per row of ``probs`` (B, K), drawn with the policy's generator."""
+        cdf = np.cumsum(probs.astype(np.float64), axis=1)
+        u = torch.rand(len(probs), generator=self.generator, dtype=torch.float64).numpy()
+        # inverse CDF: never lands on a p = 0 choice; the clip guards against u * cdf[-1] rounding up to cdf[-1]
+        drawn = (cdf <= (u * cdf[:, -1])[:, None]).sum(1)
+        last_valid = probs.shape[1] - 1 - (probs[:, ::-1] > 0).argmax(1)
+        return np.minimum(drawn, last_valid)
 
     def discard_episode(self) -> None:
         self._proposed.pop()
@@ -382,22 +420,53 @@ class LSTMPolicy(Policy):
         return self._greedy[0]
 
     def _greedy_decode(self) -> float | None:
+        decoded = self.decode_along_layouts(1, lambda p: p.argmax(-1))
+        return decoded[0][2] if decoded else None
+
+    def decode_along_layouts(
+        self, count: int, choose: Callable[[np.ndarray], np.ndarray]
+    ) -> list[tuple[list[Step], list[int], float]]:
+        """``count`` episodes decoded at once without the environment, along the steps that the episodes played
+        so far took (a space's steps are fixed by its depth): at each step ``choose`` picks one choice per
+        episode from their probabilities (B, K). Returns each episode's steps, choices and probability, leaving
+        out those whose depth was never played; nothing for an environment whose steps are not fixed by a
+        first ``depth`` decision."""
         if not self._layouts:
-            return None
-        steps = next(iter(self._layouts.values()))  # every episode starts with the same step
-        state, prev, probability, t = self.net.initial_state(), self.spec.num_actions, 1.0, 0
-        while t < len(steps):
-            decision, layer, source, mask = steps[t]
-            p = self._step_probs(state, (decision, layer, source, prev, mask))
-            prev = int(p.argmax())
-            probability *= float(p[prev])
-            if t == 0:
-                key = self._layout_key(decision, prev)
-                if key not in self._layouts:
-                    return None
-                steps = self._layouts[key]
-            t += 1
-        return probability
+            return []
+        first = next(iter(self._layouts.values()))[0]  # every episode starts with the same step
+        state = self.net.initial_state()
+        tokens = np.full(count, self.spec.num_actions)
+        probs = self._batch_probs(state, first, tokens)
+        tokens = choose(probs)
+        chosen = probs[np.arange(count), tokens]
+        decoded = []
+        for first_token in np.unique(tokens):
+            layout = self._layouts.get(self._layout_key(first[0], int(first_token)))
+            if layout is None:
+                continue
+            members = np.flatnonzero(tokens == first_token)
+            group = {**state, "anchors": {j: a[members] for j, a in state["anchors"].items()}}
+            group["hc"] = [(h[members], c[members]) for h, c in state["hc"]]
+            prev, probability = tokens[members], chosen[members].astype(np.float64)
+            columns = [prev]
+            for position in layout[1:]:
+                p = self._batch_probs(group, position, prev)
+                prev = choose(p)
+                probability *= p[np.arange(len(prev)), prev]
+                columns.append(prev)
+            actions = np.stack(columns, 1)
+            prev_tokens = np.concatenate([np.full((len(members), 1), self.spec.num_actions), actions[:, :-1]], 1)
+            for b, i in enumerate(members):
+                steps = [(d, layer, src, int(t), mask) for (d, layer, src, mask), t in zip(layout, prev_tokens[b])]
+                decoded.append((i, (steps, [int(a) for a in actions[b]], float(probability[b]))))
+        return [episode for _, episode in sorted(decoded, key=lambda item: item[0])]
+
+    def _batch_probs(self, state: dict[str, Any], position: tuple[int, int, int, tuple[int, ...]],
+                     prev_tokens: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Probabilities (B, K) of the choices at ``position`` (decision, layer, source, mask), advancing the
+        batched ``state``; shaped and masked as :meth:`_log_probs` does."""
+        logits = torch.from_numpy(self.net.step_batch(state, position[:3], prev_tokens))
+        return self._log_probs(logits, self._ruled_out((position[3],))).exp().numpy()
 
     def _layout_key(self, first_decision: int, first_token: int) -> int | None:
         return first_token if self.spec.decision_names[first_decision] == "depth" else None

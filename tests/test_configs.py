@@ -41,14 +41,19 @@ def test_resume_writes_into_the_resumed_folder() -> None:
     assert cfg.hydra.output_subdir.startswith(".hydra_resume/")
 
 
-@pytest.mark.parametrize("controller", CONTROLLERS)
+@pytest.fixture(scope="module")
+def controller_configs() -> dict:
+    """Each controller config composed once: the controller and env groups are independent nodes of the config."""
+    return {controller: composed(f"controller={controller}").controller for controller in CONTROLLERS}
+
+
 @pytest.mark.parametrize("env_name", ENVS)
-def test_every_combination_composes_and_instantiates(controller: str, env_name: str, tmp_path) -> None:
-    cfg = composed(f"controller={controller}", f"env={env_name}")
+def test_every_combination_composes_and_instantiates(env_name: str, controller_configs: dict, tmp_path) -> None:
+    """Every controller with every environment: the environment is built once (its data loaded once), and each
+    controller's policy is built for it and acts once."""
+    assert OmegaConf.is_missing(controller_configs["custom"], "_target_")  # the slot for the user's class
+    cfg = composed(f"env={env_name}")
     OmegaConf.resolve(cfg.env)
-    if controller == "custom":  # a slot for the user's class: composing works, the target must be given
-        assert OmegaConf.is_missing(cfg.controller, "_target_")
-        return
     if env_name == "nb201":
         if not SHARED_TABLE.exists():
             pytest.skip(f"{SHARED_TABLE} is absent")
@@ -59,9 +64,12 @@ def test_every_combination_composes_and_instantiates(controller: str, env_name: 
             build_env(cfg.env, tmp_path)
         return
     env = build_env(cfg.env, tmp_path)
-    policy = build_policy(cfg.controller, env, seed=0)
-    assert isinstance(policy, Policy)
-    obs, _ = env.reset(seed=0)
-    policy.start_episode()
-    assert obs["action_mask"][policy.act(obs)] == 1
+    for controller, controller_cfg in controller_configs.items():
+        if controller == "custom":
+            continue
+        policy = build_policy(controller_cfg, env, seed=0)
+        assert isinstance(policy, Policy), controller
+        obs, _ = env.reset(seed=0)
+        policy.start_episode()
+        assert obs["action_mask"][policy.act(obs)] == 1, controller
     assert (tmp_path / "cache.sqlite").exists()  # cache: null puts the cache in the run folder

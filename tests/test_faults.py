@@ -192,7 +192,7 @@ def test_sigkill_at_any_moment_leaves_files_that_resume_to_the_same_result(tmp_p
                               stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     assert server.stdin is not None and server.stdout is not None
     try:
-        for extra in (0.0, 0.002, 0.004, 0.006, 0.008):  # kill at varied moments of the write cycle
+        for extra in (0.0, 0.004, 0.008):  # kill at varied moments of the write cycle
             resume = [f"resume={run}"] if (run / "checkpoint.pt").exists() else []
             server.stdin.write(json.dumps([f"hydra.run.dir={run}", *SYNTH, *common, *resume]) + "\n")
             server.stdin.flush()

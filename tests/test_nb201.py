@@ -140,7 +140,7 @@ def test_benchmark_script_writes_summary_table_and_curves(tmp_path, table) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((run / "summary.json").read_text())
     summary = payload["summary"]
-    assert set(summary) == {"lstm", "random", "evolution"}
+    assert set(summary) == {"lstm_gp", "lstm", "random", "evolution"}
     # an episode per distinct evaluation at least (more where an architecture was sampled again)
     assert all(payload["effort"][name]["episodes"] >= 30 and payload["effort"][name]["seconds"] > 0 for name in summary)
     lstm = summary["lstm"]
