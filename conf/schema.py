@@ -60,12 +60,16 @@ def schema_of(
     if with_target:
         fields.append(("_target_", str, field(default=f"{target.__module__}.{target.__qualname__}")))
     parameters = dict(inspect.signature(function).parameters)
-    if inspect.isclass(target) and any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    passes_on = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    for base in target.__mro__[1:] if inspect.isclass(target) else ():
+        if not passes_on or base is object:
+            break
         # a subclass passing **kwargs on to its base: the base's keywords are settings too
-        base_init = target.__mro__[1].__init__  # type: ignore[misc]
-        for name, parameter in inspect.signature(base_init).parameters.items():
+        base_parameters = inspect.signature(base.__init__).parameters  # type: ignore[misc]
+        for name, parameter in base_parameters.items():
             parameters.setdefault(name, parameter)
-        hints = typing.get_type_hints(base_init) | hints
+        hints = typing.get_type_hints(base.__init__) | hints  # type: ignore[misc]
+        passes_on = any(p.kind == p.VAR_KEYWORD for p in base_parameters.values())
     for name, parameter in parameters.items():
         if name in ("self", *exclude) or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue

@@ -124,9 +124,9 @@ class FilteredLSTMPolicy(LSTMPolicy):
         self.neighbours = neighbours
         self.gp = TokenGP(LENGTHS if length is None else (length,), NOISES if noise is None else (noise,))
         self.seen: dict[tuple[int, ...], float] = {}  # tokens -> the reward last fed back
-        self._plan: list[int] | None = None  # the chosen candidate's tokens, replayed by act
-        self._planned_steps: list[Step] = []  # and the steps the environment is expected to take
-        self._fitted_on = 0  # how many results the GP was last fitted to (0: never)
+        self._plan: tuple[list[Step], list[int]] | None = None  # the chosen candidate's steps and choices
+        self._fed = 0  # results fed back to this object
+        self._fitted_at: int | None = None  # the value of _fed when the GP was last fitted (None: not since built)
 
     def start_episode(self) -> None:
         super().start_episode()
@@ -134,56 +134,54 @@ class FilteredLSTMPolicy(LSTMPolicy):
 
     def act(self, obs: dict[str, Any]) -> int:
         if self._plan is not None:
+            planned_steps, planned_actions = self._plan
             steps, actions = self._proposed[-1]
-            t = len(actions)
-            step: Step = (
-                int(obs["decision"]),
-                int(obs["layer"]),
-                int(obs["source"]),
-                int(obs["prev_token"]),
-                tuple(int(m) for m in obs["action_mask"]),
-            )
-            self._step_probs(self._state, step)  # the acting state follows the plan, in case it must be left
-            if step == self._planned_steps[t]:
+            step, t = self.step_of(obs), len(actions)
+            if t < len(planned_steps) and step == planned_steps[t]:
                 steps.append(step)
-                actions.append(self._plan[t])
-                return self._plan[t]
-            self._plan = None  # steps not fixed by the depth after all: a plain sample from here on
+                actions.append(planned_actions[t])
+                return planned_actions[t]
+            # the steps were not fixed by the depth after all: a plain sample from here on, from the state the
+            # LSTM has after the steps played (acting along the plan did not advance it)
+            self._plan = None
+            for played in steps:
+                self.net.step(self._state, played)
         return super().act(obs)
 
-    def _choose(self) -> list[int] | None:
-        """The best new candidate by the GP's upper bound (its steps go to ``_planned_steps``), or None when no
+    def _choose(self) -> tuple[list[Step], list[int]] | None:
+        """The best new candidate by the GP's upper bound, as the steps and choices to play; None when no
         candidate could be drawn along a known layout."""
+        if not self._layouts:  # the environment's steps are not fixed by the first decision
+            return None
         taken = set(self.seen) | {tuple(a) for _, a in self._proposed}  # evaluated, or proposed and in flight
+        by_reward = sorted(self.seen, key=lambda tokens: -self.seen[tokens])
         drawn: dict[tuple[int, ...], list[Step]] = {}
         for steps, actions, _ in self.decode_along_layouts(self.candidates, self.draw_rows):
-            if tuple(actions) not in taken:
-                drawn.setdefault(tuple(actions), steps)
-        for tokens in sorted(self.seen, key=lambda tokens: -self.seen[tokens])[: self.neighbours]:
+            drawn.setdefault(tuple(actions), steps)
+        for tokens in by_reward[: self.neighbours]:
             for steps, actions in self._one_token_away(tokens):
-                if tuple(actions) not in taken:
-                    drawn.setdefault(tuple(actions), steps)
-        if not drawn:
+                drawn.setdefault(tuple(actions), steps)
+        sequences = [tokens for tokens in drawn if tokens not in taken]
+        if not sequences:
             return None
-        if self._fitted_on != len(self.seen):  # a round of several proposals fits once
-            best = sorted(self.seen, key=lambda tokens: -self.seen[tokens])[: self.max_points]
+        if self._fitted_at != self._fed:  # a round of several proposals fits once
+            best = by_reward[: self.max_points]
             self.gp.fit(best, [self.seen[tokens] for tokens in best])
-            self._fitted_on = len(self.seen)
-        sequences = list(drawn)
+            self._fitted_at = self._fed
         pick = sequences[int(np.argmax(self.gp.upper_bound(sequences, self.beta)))]
-        self._planned_steps = drawn[pick]
-        return list(pick)
+        return drawn[pick], list(pick)
 
     def _one_token_away(self, tokens: tuple[int, ...]) -> list[tuple[list[Step], list[int]]]:
         """The episodes that differ from ``tokens`` in one choice, the first decision (the depth, which fixes the
         steps) kept, along the steps episodes of that depth took; none where those steps are not known."""
-        assert self._layouts is not None
-        layout = self._layouts.get(self._layout_key(self._layouts[next(iter(self._layouts))][0][0], tokens[0]))
+        assert self._layouts  # _choose asks only when the layouts are known
+        key = self._layout_key(next(iter(self._layouts.values()))[0][0], tokens[0])  # every layout starts alike
+        layout = self._layouts.get(key)
         if layout is None or len(layout) != len(tokens):
             return []
         k, episodes = self.spec.num_actions, []
         for t, (_, _, _, mask) in enumerate(layout):
-            if t == 0 and self._layout_key(layout[0][0], tokens[0]) is not None:
+            if t == 0 and key is not None:  # the depth: another depth has other steps
                 continue
             for token in np.flatnonzero(mask):
                 if token != tokens[t]:
@@ -194,8 +192,9 @@ class FilteredLSTMPolicy(LSTMPolicy):
 
     def end_episode(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
         self.seen[tuple(int(t) for t in info["tokens"])] = float(reward)
+        self._fed += 1
         metrics = super().end_episode(reward, info)
-        if metrics and self._fitted_on:
+        if metrics and self._fitted_at is not None:
             metrics["filter_length"] = self.gp.length  # TensorBoard: controller/filter_length
         return metrics
 
@@ -205,3 +204,4 @@ class FilteredLSTMPolicy(LSTMPolicy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.seen = {tuple(k): float(v) for k, v in state.get("seen", {}).items()}
+        self._fitted_at = None  # the GP is refitted to what was loaded

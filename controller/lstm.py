@@ -257,14 +257,19 @@ class LSTMPolicy(Policy):
         self._state = self.net.initial_state()
         self._proposed.append(([], []))
 
-    def act(self, obs: dict[str, Any]) -> int:
-        step: Step = (
+    @staticmethod
+    def step_of(obs: dict[str, Any]) -> Step:
+        """The step an observation of the token protocol describes."""
+        return (
             int(obs["decision"]),
             int(obs["layer"]),
             int(obs["source"]),
             int(obs["prev_token"]),
             tuple(int(m) for m in obs["action_mask"]),
         )
+
+    def act(self, obs: dict[str, Any]) -> int:
+        step = self.step_of(obs)
         action = self._draw(self._step_probs(self._state, step))
         steps, actions = self._proposed[-1]
         steps.append(step)

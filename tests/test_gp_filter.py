@@ -68,6 +68,26 @@ def test_after_the_warmup_each_proposal_is_a_new_architecture_played_through_the
     assert len(lengths) == 30 and set(lengths) <= set(LENGTHS)
 
 
+def test_where_the_steps_are_not_fixed_by_the_depth_the_lstm_samples_plainly() -> None:
+    env = toy_env()
+    policy = FilteredLSTMPolicy(TokenSpec.from_env(env), seed=0, warmup=2)
+    run_search(env, policy, budget=10_000, max_episodes=4, seed=0)  # past the warm-up: plans from now on
+    policy.start_episode()
+    assert policy._plan is not None
+    steps, actions = policy._plan
+    policy._plan = (steps[:3] + [(*steps[3][:4], (1, 0, 0, 0, 0))] + steps[4:], actions)  # step 3 will not match
+    obs, _ = env.reset()
+    done, played = False, []
+    while not done:
+        played.append(policy.step_of(obs))
+        obs, reward, done, _, info = env.step(policy.act(obs))
+    assert info["tokens"][:3] == actions[:3] and policy._proposed[-1][0] == played  # left the plan at step 3
+    policy.end_episode(reward, info)
+    policy._layouts = None  # what the LSTM records once episodes of one depth took different steps
+    state = run_search(env, policy, budget=10_000, max_episodes=4, seed=1)
+    assert len(state.history) == 4 and policy._plan is None
+
+
 def test_the_neighbours_of_the_best_are_one_choice_away_at_the_same_depth_and_valid() -> None:
     env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator(SYNTHETIC_TARGET))
     policy = FilteredLSTMPolicy(TokenSpec.from_env(env), seed=0, warmup=1000)  # the plain LSTM, to learn layouts
