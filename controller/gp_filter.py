@@ -92,7 +92,7 @@ class FilteredLSTMPolicy(LSTMPolicy):
         length: the kernel's length scale, in differing tokens; None: chosen at each fit (see :class:`TokenGP`).
         noise: the GP's noise variance (the prior variance is 1); None: chosen at each fit.
         max_points: the GP is fitted to at most this many results, the best ones (its cost grows as their cube).
-        neighbours: the architectures one choice away from each of the this many best so far join the candidates.
+        neighbours: the architectures one choice away from each of the ``neighbours`` best so far join the candidates.
     """
 
     def __init__(
@@ -109,8 +109,9 @@ class FilteredLSTMPolicy(LSTMPolicy):
         **lstm: Any,
     ) -> None:
         super().__init__(spec, seed, **lstm)
-        counts = {"candidates": (candidates, 1), "warmup": (warmup, 0), "max_points": (max_points, 1)}
-        for name, (count, least) in (counts | {"neighbours": (neighbours, 0)}).items():
+        counts = {"candidates": (candidates, 1), "warmup": (warmup, 0), "max_points": (max_points, 1),
+                  "neighbours": (neighbours, 0)}  # fmt: skip
+        for name, (count, least) in counts.items():
             if not isinstance(count, int) or count < least:
                 raise ValueError(f"controller.{name} must be an integer >= {least}, got {count!r}")
         for name, scale in (("length", length), ("noise", noise)):
