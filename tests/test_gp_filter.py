@@ -38,6 +38,41 @@ def test_the_gp_ranks_what_it_saw_and_is_unsure_far_from_it() -> None:
     assert gp.upper_bound([(1, 1, 1), (0, 0)], 0.0).argmax() == 0
 
 
+def test_the_batched_step_is_the_acting_step_for_each_row() -> None:
+    """Candidates are decoded with ``step_batch``; it must be the network that acts (skip attention, two
+    layers, masks): each row of a batch follows its own episode exactly as ``step`` does."""
+    env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator(SYNTHETIC_TARGET))
+    policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, num_layers=2)
+    episodes = []
+    for seed in range(3):  # three episodes of one depth, so that they share their steps
+        while True:
+            policy.start_episode()
+            reward, info = play_episode_with(env, policy, seed)
+            steps, actions = policy._proposed.pop()
+            if not episodes or actions[0] == episodes[0][1][0]:
+                episodes.append((steps, actions))
+                break
+            seed += 100
+    single = []
+    for steps, _ in episodes:
+        state = policy.net.initial_state()
+        single.append([policy.net.step(state, step) for step in steps])
+    state = policy.net.initial_state()
+    for t, step in enumerate(episodes[0][0]):
+        prev = np.array([steps[t][3] for steps, _ in episodes])
+        batch = policy.net.step_batch(state, step[:3], prev)
+        for row in range(3):
+            np.testing.assert_allclose(batch[row], single[row][t], rtol=1e-5, atol=1e-6)
+
+
+def play_episode_with(env: ChildNetEnv, policy: LSTMPolicy, seed: int):
+    obs, _ = env.reset(seed=seed)
+    done = False
+    while not done:
+        obs, reward, done, _, info = env.step(policy.act(obs))
+    return reward, info
+
+
 def test_one_candidate_is_the_plain_lstm() -> None:
     plain = run_search(toy_env(), LSTMPolicy(TokenSpec.from_env(toy_env()), seed=3), budget=10_000, max_episodes=25)
     one = FilteredLSTMPolicy(TokenSpec.from_env(toy_env()), seed=3, candidates=1, warmup=0)
