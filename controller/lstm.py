@@ -28,6 +28,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _linear(weight: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``weight`` applied to one vector (H,) or to each row of (B, H)."""
+    return weight @ x if x.ndim == 1 else x @ weight.T
+
+
 class LSTMController(nn.Module):
     """The network: token embedding, stacked LSTM cells, one head per decision type, skip attention.
 
@@ -75,42 +80,26 @@ class LSTMController(nn.Module):
         Acting needs no gradients, and at this size torch's per-operation overhead is several times the
         arithmetic, so this runs in numpy on the weights of ``state``: the same gates (nn.LSTM's order
         i, f, g, o), heads and attention as :meth:`replay`, which a test checks."""
-        w = state["weights"]
         decision, layer, source, prev_token, _ = step
-        x = w["embedding.weight"][self.input_index(state["prev_type"], prev_token)]
-        hc = state["hc"] or [(np.zeros_like(x), np.zeros_like(x))] * self.lstm.num_layers
-        for i in range(self.lstm.num_layers):
-            gates = w[f"lstm.weight_ih_l{i}"] @ x + w[f"lstm.bias_ih_l{i}"]
-            gates += w[f"lstm.weight_hh_l{i}"] @ hc[i][0] + w[f"lstm.bias_hh_l{i}"]
-            gate_i, gate_f, gate_g, gate_o = gates.reshape(4, -1)
-            c = _sigmoid(gate_f) * hc[i][1] + _sigmoid(gate_i) * np.tanh(gate_g)
-            x = _sigmoid(gate_o) * np.tanh(c)
-            hc[i] = (x, c)
-        state["hc"] = hc
-        state["prev_type"] = decision
-        if self.spec.decision_kinds[decision] == "skip":
-            anchor = state["anchors"][source - 1]
-            logits = np.zeros(self.spec.num_actions, dtype=x.dtype)  # softmax over {no: 0, yes} = sigmoid(yes)
-            logits[1] = w["v.weight"][0] @ np.tanh(w["w_prev.weight"] @ anchor + w["w_curr.weight"] @ x)
-        else:
-            weight, bias = w["heads"][decision]
-            logits = weight @ x + bias
-        state["anchors"][layer] = x  # ends as the state after the layer's last decision
-        return logits
+        x = state["weights"]["embedding.weight"][self.input_index(state["prev_type"], prev_token)]
+        return self._advance(state, x, decision, layer, source)
 
     def step_batch(self, state: dict[str, Any], step: tuple[int, int, int], prev_tokens: np.ndarray) -> np.ndarray:
         """:meth:`step` for B episodes at once that share this step (decision, layer, source) and the decision
         type before it, each with its own previous token (B,); ``state`` holds (B, H) arrays. Returns the raw
         logits (B, K). Drawing many candidate episodes this way costs about as much as drawing one."""
-        w = state["weights"]
-        decision, layer, source = step
         prev_type, k = state["prev_type"], self.spec.num_actions
         rows = np.full(len(prev_tokens), self.start_index) if prev_type is None else prev_type * k + prev_tokens
-        x = w["embedding.weight"][rows]
+        return self._advance(state, state["weights"]["embedding.weight"][rows], *step)
+
+    def _advance(self, state: dict[str, Any], x: np.ndarray, decision: int, layer: int, source: int) -> np.ndarray:
+        """The LSTM layers, then the decision's head or skip attention, on the input embedding ``x``: (H,) for
+        one episode, (B, H) for B at once; advances ``state`` and returns the raw logits, (K,) or (B, K)."""
+        w = state["weights"]
         hc = state["hc"] or [(np.zeros_like(x), np.zeros_like(x))] * self.lstm.num_layers
         for i in range(self.lstm.num_layers):
-            gates = x @ w[f"lstm.weight_ih_l{i}"].T + w[f"lstm.bias_ih_l{i}"]
-            gates += hc[i][0] @ w[f"lstm.weight_hh_l{i}"].T + w[f"lstm.bias_hh_l{i}"]
+            gates = _linear(w[f"lstm.weight_ih_l{i}"], x) + w[f"lstm.bias_ih_l{i}"]
+            gates += _linear(w[f"lstm.weight_hh_l{i}"], hc[i][0]) + w[f"lstm.bias_hh_l{i}"]
             gate_i, gate_f, gate_g, gate_o = np.split(gates, 4, axis=-1)
             c = _sigmoid(gate_f) * hc[i][1] + _sigmoid(gate_i) * np.tanh(gate_g)
             x = _sigmoid(gate_o) * np.tanh(c)
@@ -119,12 +108,13 @@ class LSTMController(nn.Module):
         state["prev_type"] = decision
         if self.spec.decision_kinds[decision] == "skip":
             anchor = state["anchors"][source - 1]
-            logits = np.zeros((len(x), k), dtype=x.dtype)
-            logits[:, 1] = np.tanh(anchor @ w["w_prev.weight"].T + x @ w["w_curr.weight"].T) @ w["v.weight"][0]
+            logits = np.zeros((*x.shape[:-1], self.spec.num_actions), dtype=x.dtype)
+            attention = np.tanh(_linear(w["w_prev.weight"], anchor) + _linear(w["w_curr.weight"], x))
+            logits[..., 1] = attention @ w["v.weight"][0]  # softmax over {no: 0, yes} = sigmoid(yes)
         else:
             weight, bias = w["heads"][decision]
-            logits = x @ weight.T + bias
-        state["anchors"][layer] = x
+            logits = _linear(weight, x) + bias
+        state["anchors"][layer] = x  # ends as the state after the layer's last decision
         return logits
 
     def replay(self, layout: Sequence[tuple[int, int, int]], inputs: torch.Tensor) -> torch.Tensor:

@@ -176,8 +176,7 @@ class ChildNetEnv(gym.Env):
         keys = list(queued)
         runner = runner or InProcessRunner(self.evaluator)
         # each result is stored as soon as it is known, so an interrupted round keeps its finished children
-        runner.run(list(queued.values()), on_result=lambda i, result: self.cache.put(keys[i], result))
-        self._trained_for_replay.update(keys)
+        runner.run(list(queued.values()), on_result=lambda i, result: self.store_result(keys[i], result))
         return len(keys)
 
     def take_deferred(self, stop: bool = False) -> dict[str, Job]:
@@ -187,8 +186,8 @@ class ChildNetEnv(gym.Env):
         return queued
 
     def store_result(self, key: str, result: Any) -> None:
-        """Keep the result of a child trained outside :meth:`train_deferred` (the asynchronous search), for
-        the replay of its episode."""
+        """Keep the result of a child trained by a runner (a round's, or one at a time in the asynchronous
+        search): in the cache, and marked as trained now for the replay of its episode."""
         self.cache.put(key, result)
         self._trained_for_replay.add(key)
 
