@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,17 +15,33 @@ class RandomPolicy(Policy):
 
     An architecture drawn again costs no training (the environment's cache returns its result) and does
     not count against ``search.budget``, so the budget is spent on distinct architectures.
+
+    Args:
+        depth_power: a space's ``depth`` decision picks depth d with probability proportional to
+            ``d ** depth_power`` (0: uniform, the default). For random search with weight sharing: with uniform
+            depths a layer that only deep children have is trained in a sixth of the steps and the shared
+            weights under-rate depth. ``depth_power=2`` lifted their Kendall tau against stand-alone training
+            from 0.45 to 0.56 on MNIST-1D, three seeds (README, "How well shared weights rank architectures").
     """
 
-    def __init__(self, spec: TokenSpec, seed: int = 0) -> None:
+    def __init__(self, spec: TokenSpec, seed: int = 0, depth_power: float = 0.0) -> None:
         super().__init__(spec, seed)
+        if isinstance(depth_power, bool) or not isinstance(depth_power, int | float) or not math.isfinite(depth_power):
+            raise ValueError(f"controller.depth_power must be a finite number (0: uniform depths), got {depth_power!r}")
         self.rng = np.random.default_rng(seed)
+        self.depth_power = float(depth_power)
+        self._depth_decision = spec.decision_names.index("depth") if "depth" in spec.decision_names else None
 
     def proposals_per_round(self) -> None:
         return None  # nothing is learned, so any number of architectures can be trained at once
 
     def act(self, obs: dict[str, Any]) -> int:
-        return int(self.rng.choice(valid_actions(obs)))
+        valid = valid_actions(obs)
+        if self.depth_power and int(obs["decision"]) == self._depth_decision:
+            labels = self.spec.choice_labels[int(obs["decision"])]
+            weights = np.array([float(labels[a]) for a in valid]) ** self.depth_power
+            return int(self.rng.choice(valid, p=weights / weights.sum()))
+        return int(self.rng.choice(valid))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}

@@ -9,8 +9,9 @@
    evaluation cache (``--cache``), so a second run trains nothing.
 2. For every ``--variant`` (``SharedWeightsTrainer`` settings, ``key=value`` separated by commas; the
    defaults of ``env=mnist1d_ws`` first), shared weights are trained as random search with weight sharing
-   trains them (``epochs * shared_steps`` steps, one uniformly sampled child per mini-batch), then every
-   architecture is scored on the validation split with them.
+   trains them (``epochs * shared_steps`` steps, one uniformly sampled child per mini-batch; a
+   ``depth_power`` setting is ``controller.depth_power`` of ``controller=random``), then every architecture is
+   scored on the validation split with them. ``--shared-seed`` seeds the shared weights and their sampling.
 3. Printed per variant: Kendall tau and Spearman rho between the two validation accuracies, the overlap of
    the two top-5 sets, the stand-alone accuracy of the shared weights' top-1 against the best of the set,
    and the seconds its shared weights took to train.
@@ -64,10 +65,13 @@ def standalone(space: str, archs: list[Architecture], workers: int, cache: str, 
 
 
 def shared(space: str, archs: list[Architecture], settings: dict[str, Any], seed: int) -> tuple[list[float], float]:
-    """Validation accuracies of ``archs`` with shared weights trained on uniformly sampled children."""
+    """Validation accuracies of ``archs`` with shared weights trained on randomly sampled children (uniform, or
+    with the depths weighted by a ``depth_power`` setting, which goes to ``RandomPolicy``)."""
+    settings = dict(settings)
+    depth_power = settings.pop("depth_power", 0.0)
     evaluator = SharedWeightsTrainer(**settings)
     env = ChildNetEnv(space=space, evaluator=evaluator)
-    policy = RandomPolicy(TokenSpec.from_env(env), seed=seed)
+    policy = RandomPolicy(TokenSpec.from_env(env), seed=seed, depth_power=depth_power)
     env.reset(seed=seed)
     evaluator.start(seed)
     start = time.perf_counter()
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--space", default="cnn1d")
     parser.add_argument("--archs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared-seed", type=int, action="append", help="shared weights seeds (default: --seed)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", default="outputs/bench_weight_sharing.sqlite")
     parser.add_argument("--variant", action="append", default=[], help="SharedWeightsTrainer settings k=v,k=v")
@@ -116,16 +121,18 @@ def main() -> None:
     print("| shared-weights settings | Kendall tau | Spearman rho | top-5 overlap | top-1 stand-alone (best) | s |")
     print("|---|---|---|---|---|---|")
     for variant in ["", *args.variant]:
-        scores, seconds = shared(args.space, archs, parse_variant(variant), args.seed)
-        tau = stats.kendalltau(scores, truth).statistic
-        rho = stats.spearmanr(scores, truth).statistic
-        order = np.argsort(-np.array(scores), kind="stable")
-        overlap = len(top5 & set(order[:5].tolist()))
-        print(
-            f"| {variant or 'defaults'} | {tau:.3f} | {rho:.3f} | {overlap}/5 | "
-            f"{truth[order[0]]:.4f} ({truth.max():.4f}) | {seconds:.0f} |",
-            flush=True,
-        )
+        for seed in args.shared_seed or [args.seed]:
+            scores, seconds = shared(args.space, archs, parse_variant(variant), seed)
+            tau = stats.kendalltau(scores, truth).statistic
+            rho = stats.spearmanr(scores, truth).statistic
+            order = np.argsort(-np.array(scores), kind="stable")
+            overlap = len(top5 & set(order[:5].tolist()))
+            label = (variant or "defaults") + (f" (shared seed {seed})" if args.shared_seed else "")
+            print(
+                f"| {label} | {tau:.3f} | {rho:.3f} | {overlap}/5 | "
+                f"{truth[order[0]]:.4f} ({truth.max():.4f}) | {seconds:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def main(out: Path) -> None:
         ("lstm", "ENAS: LSTM with weight sharing, the controller's defaults"),
         ("lstm_batch5", "ENAS: LSTM, 5 architectures per update, no self-imitation"),
         ("random", "random search with weight sharing"),
+        ("random_depth2", "random search with weight sharing, `controller.depth_power=2`"),
     )
     for name, label in strategies:
         accs, params, minutes, shared = [], [], [], []

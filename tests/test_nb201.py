@@ -178,3 +178,20 @@ def test_benchmark_refuses_a_missing_table_in_one_line(tmp_path) -> None:
     result = run_script("benchmark.py", f"env.table={tmp_path / 'nope.csv'}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0 and "does not exist: set env.table" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_ranks_script_places_each_best_cell_among_the_table(table, monkeypatch, capsys) -> None:
+    """scripts/nb201_ranks.py (README, "A controller that needs fewer evaluations"): after 25 evaluations each
+    seed's best-reward cell has a rank; in this table the optimum (all nor_conv_3x3, reward 82) is rank 0 and
+    valid_acc_200ep = reward + 5, so the printed mean follows from the ranks' cells."""
+    from nasrl.scripts import nb201_ranks
+
+    argv = ["nb201_ranks.py", "--table", str(table), "--strategy", "random", "--seeds", "3", "--budget", "25"]
+    monkeypatch.setattr("sys.argv", [*argv, "--workers", "1"])
+    nb201_ranks.main()
+    line = next(out for out in capsys.readouterr().out.splitlines() if out.startswith("at 25:"))
+    counts = json.loads(line.split("9+: ")[1])
+    assert sum(counts) == 3 and len(counts) == 10
+    mean = float(line.split("valid_acc_200ep ")[1].split(";")[0])
+    assert 51 < mean < score(["nor_conv_3x3"] * 6) + 5 or counts[0] == 3

@@ -18,10 +18,10 @@ from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_history
 from nasrl.controller.search import run_search
-from nasrl.controller.weight_sharing import run_weight_sharing_search
+from nasrl.controller.weight_sharing import run_weight_sharing_search, sample_architecture
 from nasrl.env.cache import EvaluationCache
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import EvalResult
+from nasrl.env.evaluation import EvalResult, TokenMatchEvaluator
 from nasrl.env.networks import build_network
 from nasrl.env.rnn import build_language_model
 from nasrl.env.space import Architecture, load_space
@@ -298,6 +298,41 @@ def test_random_search_and_evolution_run_on_the_same_shared_weights(policy_class
     state, derived = run_weight_sharing_search(env, policy, seed=0)
     assert state.episode == 12 and env.evaluator.step == 12
     assert 1 <= len(derived.candidates) <= 6 and derived.best[0] == max(score for score, _ in derived.candidates)
+
+
+def test_depth_power_draws_deep_children_as_often_as_asked_and_zero_is_uniform() -> None:
+    """Random search with weight sharing trains deep layers more often with depth_power (README, "How well shared
+    weights rank architectures"): depth d is drawn with probability proportional to d ** depth_power, the other
+    decisions stay uniform, and depth_power=0 draws exactly what uniform random search drew."""
+    env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator(()))
+    spec = TokenSpec.from_env(env)
+    env.reset(seed=0)
+
+    def tokens_of(policy: RandomPolicy, count: int) -> np.ndarray:
+        return np.array([sample_architecture(env, policy).tokens[:2] for _ in range(count)])
+
+    class Uniform(RandomPolicy):  # random search as it was before depth_power
+        def act(self, obs: dict) -> int:
+            return int(self.rng.choice(np.flatnonzero(obs["action_mask"])))
+
+    policy, reference = RandomPolicy(spec, seed=5, depth_power=0), Uniform(spec, seed=5)
+    assert [sample_architecture(env, policy).tokens for _ in range(30)] == [
+        sample_architecture(env, reference).tokens for _ in range(30)
+    ]
+
+    drawn = tokens_of(RandomPolicy(spec, seed=0, depth_power=1.0), 4000)
+    depths = np.array([int(spec.choice_labels[0][t]) for t in drawn[:, 0]])
+    shares = np.bincount(depths, minlength=7)[1:] / len(depths)
+    np.testing.assert_allclose(shares, np.arange(1, 7) / 21, atol=0.025)  # 1/21 .. 6/21
+    filters = np.bincount(drawn[:, 1]) / len(drawn)
+    np.testing.assert_allclose(filters[filters > 0], 1 / np.count_nonzero(filters), atol=0.03)
+
+
+@pytest.mark.parametrize("bad", ["deep", float("nan"), float("inf"), True])
+def test_a_bad_depth_power_is_refused_by_name(bad: object) -> None:
+    env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator(()))
+    with pytest.raises(ValueError, match=r"controller.depth_power must be a finite number .* got"):
+        RandomPolicy(TokenSpec.from_env(env), depth_power=bad)  # type: ignore[arg-type]
 
 
 def test_shared_weights_on_cuda_without_cuda_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
