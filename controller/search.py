@@ -83,7 +83,8 @@ def run_search(
         raise ValueError("search.completion_order replays an asynchronous run: it needs search.mode=async")
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume, evaluator_to_keep(env)) if folder is not None else SearchState()
-    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams)
+    val_accuracy = not getattr(env.unwrapped, "reward_is_accuracy", False)  # unknown: log it
+    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams, val_accuracy)
     if runner is None and hasattr(env.unwrapped, "defer_training"):
         runner = InProcessRunner(env.unwrapped.evaluator)  # type: ignore[attr-defined]
     if completion_order is not None:

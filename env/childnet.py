@@ -41,7 +41,7 @@ from nasrl.env.cache import EvaluationCache, cache_key
 from nasrl.env.cost import CostMeter, LatencySettings, can_measure
 from nasrl.env.evaluation import ChildTrainer, EvalResult, Evaluator
 from nasrl.env.parallel import InProcessRunner, Job, safe_evaluate
-from nasrl.env.rewards import CostObjective, get_reward_transform
+from nasrl.env.rewards import REWARD_TRANSFORMS, CostObjective, get_reward_transform
 from nasrl.env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
@@ -126,6 +126,15 @@ class ChildNetEnv(gym.Env):
         self._seed_base: int | None = None
         self._deferred: dict[str, Job] | None = None  # cache key -> job, while the last steps queue children
         self._trained_for_replay: set[str] = set()  # trained by train_deferred, not yet read by a last step
+
+    @property
+    def reward_is_accuracy(self) -> bool:
+        """Whether every trained child's reward is its validation accuracy itself (the identity transform, no cost
+        term, and an evaluator whose reward is not made from another score, as a language model's is: those set
+        ``reward_is_accuracy = False``): TensorBoard then leaves out ``search/val_accuracy``, a second copy of
+        ``search/reward``."""
+        identity = self.reward_transform is REWARD_TRANSFORMS["identity"] and not self.objective.active
+        return identity and getattr(self.evaluator, "reward_is_accuracy", True)
 
     # --- Gymnasium API -------------------------------------------------------------------------
 

@@ -156,6 +156,8 @@ class LanguageModelTrainer(ThreadedEvaluator):
     outputs of autocast in ``torch.lerp``, which refuses them. A loss that turns non-finite is a failed result.
     """
 
+    reward_is_accuracy = False  # the reward is made from the perplexity (EvalResult.score)
+
     def __init__(
         self,
         dataset: Corpus | str | Path | dict[str, Any] = "../shared/data/text/tinyshakespeare.txt",

@@ -338,6 +338,7 @@ class SharedLanguageModelTrainer(SharedWeights):
     """
 
     score_label = "validation score (score_constant / perplexity**2, or / perplexity)"
+    reward_is_accuracy = False  # the reward is made from the perplexity (EvalResult.score)
 
     def __init__(
         self,

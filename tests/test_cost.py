@@ -9,6 +9,7 @@ import random
 
 import pytest
 from hydra import compose, initialize_config_module
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_script
 from nasrl.controller.build import build_env, register_configs
@@ -214,3 +215,16 @@ def test_nb201_env_reports_params_and_flops_of_each_cell(tmp_path) -> None:
         costs = cell_costs(ops)
         assert (info["params"], info["flops"]) == (costs["params"], costs["flops"])
         assert reward == (0.0 if costs["flops"] > 100e6 else 0.5) and info["over_limit"] == int(costs["flops"] > 100e6)
+
+
+def test_val_accuracy_is_logged_for_every_episode_under_a_cost_objective(tmp_path) -> None:
+    """Under a cost objective the reward is not the accuracy, so TensorBoard draws search/val_accuracy; a child
+    under a hard target has reward = accuracy, and its episode must still be on the curve (no gaps)."""
+    objective = CostObjective("params", 10**9, "hard")  # every child under the target: factor 1
+    env = ChildNetEnv(space="mlp", evaluator=CountingEvaluator(), objective=objective)
+    state = run_search(env, RandomPolicy(TokenSpec.from_env(env)), budget=4, max_episodes=20, run_dir=tmp_path)
+    assert all(row["reward"] == row["val_accuracy"] for row in state.history)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("search/val_accuracy")]
+    assert steps == [event.step for event in events.Scalars("search/reward")] and len(steps) == state.episode
