@@ -82,7 +82,7 @@ def make_policy(strategy: str, env: ChildNetEnv, workers: int, seed: int) -> Pol
 def make_runner(backend: str, clock: SimulatedDurations, workers: int) -> Any:
     """The runner of ``backend`` with ``workers`` workers (warmed up by :func:`warm_up`, not here)."""
     if backend == "virtual":
-        return VirtualClockRunner(clock.evaluator, workers, duration=clock.duration)
+        return VirtualClockRunner(clock, workers)  # the clock's duration and cost (a round longest first)
     if backend == "process":
         return ProcessRunner(clock, workers, threads_per_worker=1)
     return RayRunner(clock, num_cpus=workers)

@@ -54,9 +54,8 @@ def search_once(
     policy = build_policy(OmegaConf.create(strategy_cfg), env, seed)
     runner, workers = None, simulated["workers"]
     if workers > 1 or simulated["mode"] == "async":  # children on a virtual clock, as `workers` real ones would
-        evaluator = env.unwrapped.evaluator  # type: ignore[attr-defined]
-        clock = SimulatedDurations(evaluator, simulated["durations"], wait=False)
-        runner = VirtualClockRunner(evaluator, workers, duration=clock.duration)
+        clock = SimulatedDurations(env.unwrapped.evaluator, simulated["durations"], wait=False)  # type: ignore[attr-defined]
+        runner = VirtualClockRunner(clock, workers)  # the clock's cost orders a round longest first
     state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed, runner=runner,
                        workers=workers, mode=simulated["mode"])  # fmt: skip
     firsts = [row for row in state.history if not row["reused"]]
