@@ -72,7 +72,7 @@ class Monitor:
     ) -> None:
         self.max_minutes = max_minutes
         # once logged, logged for every episode: a tag with gaps draws a misleading curve. An environment that
-        # cannot tell (a user's evaluator with its own score) gets it from the first trained child whose differs
+        # cannot tell (a user's evaluator with its own score) logs it from the first trained child whose reward differs
         self.log_val_accuracy = log_val_accuracy or any(_differs(r) for r in state.history)
         self.hparams = hparams
         self.writer: Any = None
