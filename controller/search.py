@@ -167,14 +167,16 @@ def _search_rounds(
 ) -> None:
     """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
     and the results are fed back in the order of the proposals."""
-    state, warned_idle = search.state, False
+    state, first_round = search.state, True
     rounds_matter = evaluator_to_keep(search.env) is not None
     while state.distinct < budget and state.episode < max_episodes and time_left():
         left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
         size = _round_size(search.policy, workers, left, rounds_matter) if runner is not None else 1
-        if size < min(workers, left) and not warned_idle:
-            warned_idle = True
+        # judged on the first round only: a later one may be what is left of an update's batch after
+        # re-sampled architectures were fed back at once (the LSTM), smaller by design, not by the settings
+        if first_round and size < min(workers, left):
             warnings.warn(_idle_workers(workers, size), stacklevel=3)
+        first_round = False
         version, first = search.version(), state.proposals
         for i, (reward, info) in enumerate(_play_round(search.env, search.policy, runner, size)):
             search.feed(reward, info, first + i, version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,18 @@ def test_the_scale_benchmark_writes_its_table(tmp_path) -> None:
     assert float(rows["1", "rounds"]["utilisation"]) == 1.0 == float(rows["1", "async"]["utilisation"])
     assert float(rows["4", "async"]["utilisation"]) > float(rows["4", "rounds"]["utilisation"])
     assert "| virtual | 4 | lstm |" in (tmp_path / "scale.md").read_text()
+
+
+def test_idle_workers_are_warned_of_when_the_settings_leave_them_idle_not_when_a_round_is_partly_done() -> None:
+    """The LSTM proposes what is left of its update's batch: after re-sampled architectures (fed back at once) a
+    round is smaller than the batch by design. The warning is for a batch smaller than the workers."""
+    layer = [{"name": "units", "choices": [8, 16]}, {"name": "activation", "choices": ["relu", "tanh"]}]
+    space = {"name": "tiny", "network": "mlp", "depth": [1, 2], "layer": layer}
+    for batch_size, warned in ((4, False), (2, True)):
+        env = ChildNetEnv(space, evaluator=TokenMatchEvaluator((0, 1, 1, 1, 1)))
+        policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=batch_size)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = run_search(env, policy, budget=15, max_episodes=300, runner=virtual(env, 4), workers=4)
+        assert state.episode > state.distinct  # architectures were drawn again: rounds were partly done
+        assert any("worker(s) idle" in str(w.message) for w in caught) == warned, batch_size
