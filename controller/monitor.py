@@ -51,6 +51,12 @@ _NOT_LOGGED = {"torch_threads"}  # a setting recorded with each result, not a me
 _NOT_REPORTED = _NOT_LOGGED | set(COSTS) | {"stopped_epoch", "cost_factor", "over_limit"}
 
 
+def logs_val_accuracy(env: Any) -> bool:
+    """Whether a search on ``env`` draws ``search/val_accuracy``: unless the environment says its reward is the
+    accuracy itself (``ChildNetEnv.reward_is_accuracy``); an environment that does not say gets it."""
+    return not getattr(env.unwrapped, "reward_is_accuracy", False)
+
+
 def _differs(row: dict[str, Any]) -> bool:
     """A trained child whose reward is not its validation accuracy (a failed child's reward is the failure's)."""
     return not row["failed"] and row["val_accuracy"] != row["reward"]

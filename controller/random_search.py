@@ -31,6 +31,8 @@ class RandomPolicy(Policy):
         self.rng = np.random.default_rng(seed)
         self.depth_power = float(depth_power)
         self._depth_decision = spec.decision_names.index("depth") if "depth" in spec.decision_names else None
+        if self._depth_decision is not None:  # the weight of each depth choice, by its value
+            self._depth_weights = np.array([float(d) for d in spec.choice_labels[self._depth_decision]]) ** depth_power
 
     def proposals_per_round(self) -> None:
         return None  # nothing is learned, so any number of architectures can be trained at once
@@ -38,8 +40,7 @@ class RandomPolicy(Policy):
     def act(self, obs: dict[str, Any]) -> int:
         valid = valid_actions(obs)
         if self.depth_power and int(obs["decision"]) == self._depth_decision:
-            labels = self.spec.choice_labels[int(obs["decision"])]
-            weights = np.array([float(labels[a]) for a in valid]) ** self.depth_power
+            weights = self._depth_weights[valid]
             return int(self.rng.choice(valid, p=weights / weights.sum()))
         return int(self.rng.choice(valid))
 

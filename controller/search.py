@@ -25,7 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from nasrl.controller.monitor import Monitor
+from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
@@ -83,8 +83,8 @@ def run_search(
         raise ValueError("search.completion_order replays an asynchronous run: it needs search.mode=async")
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume, evaluator_to_keep(env)) if folder is not None else SearchState()
-    val_accuracy = not getattr(env.unwrapped, "reward_is_accuracy", False)  # unknown: log it
-    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams, val_accuracy)
+    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams,
+                      logs_val_accuracy(env))  # fmt: skip
     if runner is None and hasattr(env.unwrapped, "defer_training"):
         runner = InProcessRunner(env.unwrapped.evaluator)  # type: ignore[attr-defined]
     if completion_order is not None:

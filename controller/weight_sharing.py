@@ -31,7 +31,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from nasrl.controller.monitor import Monitor
+from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchState
 from nasrl.controller.search import play_episode
@@ -72,9 +72,8 @@ def run_weight_sharing_search(
     evaluator.start(seed)
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume, evaluator) if folder is not None else SearchState()
-    val_accuracy = not getattr(env.unwrapped, "reward_is_accuracy", False)  # unknown: log it
     monitor = Monitor(folder.path if folder else None, state, evaluator.epochs, max_minutes, False, hparams,
-                      val_accuracy)  # fmt: skip
+                      logs_val_accuracy(env))  # fmt: skip
     bar = _progress_bar(evaluator) if progress else None
     env.reset(seed=seed)
     session_start, elapsed_before = time.monotonic(), state.elapsed
