@@ -2,8 +2,11 @@
 
 Each proposal, once ``warmup`` results are known, is the best of ``candidates`` architectures sampled from the
 LSTM (plus the architectures one choice away from the ``neighbours`` best found so far), not yet evaluated or
-in flight, by a Gaussian process fitted to the rewards seen: its posterior mean plus ``beta`` standard
-deviations (an upper confidence bound: optimism toward architectures unlike those seen). The LSTM then learns
+in flight, by a Gaussian process fitted to the rewards seen: the highest in one joint draw from its posterior
+(Thompson sampling, the default), or the highest posterior mean plus ``beta`` standard deviations (an upper
+confidence bound, ``acquisition=ucb``). Thompson sampling now and then tries a candidate the GP rates unlikely
+but possible, which frees more searches from a cell whose neighbours all score lower (README, "Traps: where
+the searches that miss the best cell end"); the upper bound exploits its early finds more. The LSTM then learns
 from the chosen architecture by REINFORCE exactly as from its own sample; ``candidates=1`` turns the filter off
 (the plain LSTM). Predictor-filtered sampling, with a neighbourhood of the best as extra candidates, is the route
 of BANANAS (White et al. 2021), on top of Zoph & Le's controller.
@@ -27,6 +30,7 @@ from nasrl.controller.policy import TokenSpec
 
 LENGTHS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # kernel length scales tried, in differing tokens
 NOISES = (0.01, 0.1, 0.3)  # noise variances tried, relative to the unit prior variance
+ACQUISITIONS = ("thompson", "ucb")
 
 
 class TokenGP:
@@ -71,24 +75,43 @@ class TokenGP:
                 if log_likelihood > best:
                     best, self.length, self._chol, self._alpha = log_likelihood, length, chol, alpha.squeeze(1)
 
-    def upper_bound(self, sequences: list[tuple[int, ...]], beta: float) -> np.ndarray:
-        """Posterior mean + ``beta`` * posterior standard deviation at each sequence (in warped units)."""
+    def _posterior(self, sequences: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The posterior mean at ``sequences``, the solve ``v`` behind their covariances, and the sequences
+        padded to the fitted ones' width."""
         width = max(self._x.shape[1], *(len(s) for s in sequences))
         x = np.pad(self._x, ((0, 0), (0, width - self._x.shape[1])), constant_values=-1)
-        k_star = torch.exp(-self._hamming(self._pad(sequences, width), x) / self.length)  # (candidates, seen)
-        mean = k_star @ self._alpha
+        padded = self._pad(sequences, width)
+        k_star = torch.exp(-self._hamming(padded, x) / self.length)  # (candidates, seen)
         v = torch.linalg.solve_triangular(self._chol, k_star.T, upper=False)
+        return k_star @ self._alpha, v, padded
+
+    def upper_bound(self, sequences: list[tuple[int, ...]], beta: float) -> np.ndarray:
+        """Posterior mean + ``beta`` * posterior standard deviation at each sequence (in warped units)."""
+        mean, v, _ = self._posterior(sequences)
         std = (1.0 - (v * v).sum(0)).clamp_min(1e-12).sqrt()
         return (mean + beta * std).numpy()
 
+    def sample(self, sequences: list[tuple[int, ...]], scale: float, generator: torch.Generator) -> np.ndarray:
+        """One joint draw of the (warped) rewards at ``sequences`` from the posterior, its deviation from the
+        mean multiplied by ``scale`` (1: the posterior itself): Thompson sampling's values."""
+        mean, v, padded = self._posterior(sequences)
+        prior = torch.exp(-self._hamming(padded, padded) / self.length)
+        covariance = prior - v.T @ v + 1e-6 * torch.eye(len(sequences), dtype=torch.float64)
+        values, vectors = torch.linalg.eigh(covariance)  # not Cholesky: near-equal candidates make it singular
+        z = torch.randn(len(sequences), generator=generator, dtype=torch.float64)
+        return (mean + scale * (vectors @ (values.clamp_min(0).sqrt() * z))).numpy()
+
 
 class FilteredLSTMPolicy(LSTMPolicy):
-    """:class:`LSTMPolicy` whose every proposal is the best of ``candidates`` LSTM samples by a GP's upper bound.
+    """:class:`LSTMPolicy` whose every proposal is the best of ``candidates`` LSTM samples by a Gaussian process.
 
     Args (``controller.*``; the LSTM's own arguments as in :class:`LSTMPolicy`, with its defaults):
         candidates: LSTM samples per proposal (1: no filter, the plain LSTM).
         warmup: results the plain LSTM collects before the filter starts.
-        beta: standard deviations added to the GP's mean (0: its mean alone).
+        acquisition: how the GP ranks the candidates: ``thompson`` (one joint draw from its posterior) or ``ucb``
+            (its mean plus ``beta`` standard deviations).
+        beta: ``ucb``: standard deviations added to the GP's mean (0: its mean alone); ``thompson``: the
+            draw's deviation from the mean is multiplied by it (1: the posterior itself, 0: the mean alone).
         length: the kernel's length scale, in differing tokens; None: chosen at each fit (see :class:`TokenGP`).
         noise: the GP's noise variance (the prior variance is 1); None: chosen at each fit.
         max_points: the GP is fitted to at most this many results, the best ones (its cost grows as their cube).
@@ -106,6 +129,7 @@ class FilteredLSTMPolicy(LSTMPolicy):
         noise: float | None = None,
         max_points: int = 500,
         neighbours: int = 1,
+        acquisition: str = "thompson",
         **lstm: Any,
     ) -> None:
         super().__init__(spec, seed, **lstm)
@@ -119,10 +143,12 @@ class FilteredLSTMPolicy(LSTMPolicy):
                 raise ValueError(
                     f"controller.{name} must be a positive number or null (chosen by the fit), got {scale!r}"
                 )
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"controller.acquisition must be one of {list(ACQUISITIONS)}, got {acquisition!r}")
         if not beta >= 0:
             raise ValueError(f"controller.beta must be a number >= 0, got {beta!r}")
         self.candidates, self.warmup, self.beta, self.max_points = candidates, warmup, beta, max_points
-        self.neighbours = neighbours
+        self.neighbours, self.acquisition = neighbours, acquisition
         self.gp = TokenGP(LENGTHS if length is None else (length,), NOISES if noise is None else (noise,))
         self.seen: dict[tuple[int, ...], float] = {}  # tokens -> the reward last fed back
         self._plan: tuple[list[Step], list[int]] | None = None  # the chosen candidate's steps and choices
@@ -150,7 +176,7 @@ class FilteredLSTMPolicy(LSTMPolicy):
         return super().act(obs)
 
     def _choose(self) -> tuple[list[Step], list[int]] | None:
-        """The best new candidate by the GP's upper bound, as the steps and choices to play; None when no
+        """The best new candidate by the GP (``acquisition``), as the steps and choices to play; None when no
         candidate could be drawn along a known layout."""
         if not self._layouts:  # the environment's steps are not fixed by the first decision
             return None
@@ -169,7 +195,11 @@ class FilteredLSTMPolicy(LSTMPolicy):
             best = by_reward[: self.max_points]
             self.gp.fit(best, [self.seen[tokens] for tokens in best])
             self._fitted_at = self._fed
-        pick = sequences[int(np.argmax(self.gp.upper_bound(sequences, self.beta)))]
+        if self.acquisition == "thompson":
+            values = self.gp.sample(sequences, self.beta, self.generator)
+        else:
+            values = self.gp.upper_bound(sequences, self.beta)
+        pick = sequences[int(np.argmax(values))]
         return drawn[pick], list(pick)
 
     def _one_token_away(self, tokens: tuple[int, ...]) -> list[tuple[list[Step], list[int]]]:

@@ -38,6 +38,21 @@ def test_the_gp_ranks_what_it_saw_and_is_unsure_far_from_it() -> None:
     assert gp.upper_bound([(1, 1, 1), (0, 0)], 0.0).argmax() == 0
 
 
+def test_thompson_draws_follow_the_posterior_jointly_and_a_generator_repeats_them() -> None:
+    gp = TokenGP(lengths=(1.0,), noises=(0.01,))
+    gp.fit([(0, 0, 0, 0), (0, 0, 0, 1), (1, 1, 1, 1)], [0.9, 0.5, 0.1])
+    candidates = [(0, 0, 1, 0), (0, 0, 1, 1), (2, 2, 2, 2)]  # the first two one token apart: correlated
+    draws = np.stack([gp.sample(candidates, 1.0, torch.Generator().manual_seed(s)) for s in range(3000)])
+    mean, std = gp.upper_bound(candidates, 0.0), gp.upper_bound(candidates, 1.0) - gp.upper_bound(candidates, 0.0)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.06)
+    np.testing.assert_allclose(draws.std(0), std, rtol=0.06)
+    assert np.corrcoef(draws[:, 0], draws[:, 1])[0, 1] > 0.2  # one joint draw, not independent ones
+    assert abs(np.corrcoef(draws[:, 0], draws[:, 2])[0, 1]) < 0.1
+    np.testing.assert_allclose(gp.sample(candidates, 0.5, torch.Generator().manual_seed(7)) - mean,
+                               0.5 * (gp.sample(candidates, 1.0, torch.Generator().manual_seed(7)) - mean))  # fmt: skip
+    np.testing.assert_array_equal(gp.sample(candidates, 0.0, torch.Generator()), mean)
+
+
 def test_the_batched_step_is_the_acting_step_for_each_row() -> None:
     """Candidates are decoded with ``step_batch``; it must be the network that acts (skip attention, two
     layers, masks): each row of a batch follows its own episode exactly as ``step`` does."""
@@ -145,7 +160,8 @@ def best_after(policy_class: type, seed: int, evaluations: int, **kwargs) -> flo
 def test_the_filter_finds_better_architectures_in_fewer_evaluations_than_the_plain_lstm() -> None:
     """Toy reward over 5**10 architectures (the fraction of ten tokens equal to a target), best reward after 60
     distinct evaluations, seeds 0-1, both with their defaults. Plain LSTM: 0.7, 0.6; filtered: 1.0 (the optimum)
-    on each; without the neighbours of the best as candidates 0.9, 0.8 (with warmup 10)."""
+    on each (also with ``acquisition="ucb"``); without the neighbours of the best as candidates 0.8, 0.8 (with
+    warmup 10)."""
     plain = [best_after(LSTMPolicy, seed, 60) for seed in range(2)]
     filtered = [best_after(FilteredLSTMPolicy, seed, 60) for seed in range(2)]
     assert all(f > p for f, p in zip(filtered, plain)) and np.mean(filtered) >= np.mean(plain) + 0.15, (plain, filtered)
@@ -171,6 +187,7 @@ def test_the_state_dict_resumes_the_filter_exactly() -> None:
         ({"candidates": 0}, "controller.candidates must be an integer >= 1, got 0"),
         ({"warmup": -1}, "controller.warmup must be an integer >= 0, got -1"),
         ({"beta": -0.5}, "controller.beta must be a number >= 0, got -0.5"),
+        ({"acquisition": "ei"}, "controller.acquisition must be one of \\['thompson', 'ucb'\\], got 'ei'"),
         ({"length": 0.0}, "controller.length must be a positive number or null \\(chosen by the fit\\), got 0.0"),
         ({"noise": -1.0}, "controller.noise must be a positive number or null \\(chosen by the fit\\), got -1.0"),
         ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),  # the LSTM's own checks still apply
