@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The README's weight-sharing result on MNIST-1D: for seeds 0-2, ENAS's search (env=mnist1d_ws) with the
-# LSTM at the command line's defaults and with settings for many noisy rewards (5 architectures per update,
-# no self-imitation), and random search with weight sharing (controller=random on the same shared weights, with
-# uniform depths and with depth d drawn in proportion to d ** 2);
+# LSTM at the command line's defaults, with settings for many noisy rewards (5 architectures per update,
+# no self-imitation) and with ENAS's controller settings (Adam lr 1e-3, tanh constant 1.5, entropy weight
+# 1e-4, baseline decay 0.99, 20 architectures per update), and random search with weight sharing
+# (controller=random on the same shared weights, with uniform depths and with depth d drawn in proportion
+# to d ** 2);
 # each derived architecture retrained from scratch with the full recipe (as scripts/mnist1d_result.sh
 # retrains the per-child searches' best). JOBS searches (one thread each) and then JOBS retrainings run at
 # once; with JOBS=2 on 2 cores, about 10 minutes of searches and 15 of retraining. Finished steps are skipped.
@@ -18,6 +20,8 @@ run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line,
 strategies=(
   "lstm|controller=lstm"
   "lstm_batch5|controller=lstm controller.batch_size=5 controller.replay_top_k=0"
+  "lstm_enas|controller=lstm controller.lr=0.001 controller.tanh_constant=1.5 controller.entropy_weight=0.0001 \
+controller.baseline_decay=0.99 controller.batch_size=20 controller.replay_top_k=0"
   "random|controller=random"
   "random_depth2|controller=random controller.depth_power=2"
 )

@@ -17,6 +17,7 @@ def main(out: Path) -> None:
     strategies = (
         ("lstm", "ENAS: LSTM with weight sharing, the controller's defaults"),
         ("lstm_batch5", "ENAS: LSTM, 5 architectures per update, no self-imitation"),
+        ("lstm_enas", "ENAS: LSTM with ENAS's controller settings (lr 1e-3, tanh 1.5, entropy 1e-4, 20 per update)"),
         ("random", "random search with weight sharing"),
         ("random_depth2", "random search with weight sharing, `controller.depth_power=2`"),
     )
