@@ -10,11 +10,14 @@
 # once; with JOBS=2 on 2 cores, about 10 minutes of searches and 15 of retraining. Finished steps are skipped.
 #   JOBS=2 bash scripts/ws_result.sh [OUT_FOLDER]        # then: python scripts/ws_table.py OUT_FOLDER
 #   EPOCHS=100 bash scripts/ws_result.sh outputs/ws_result_100   # another length of the schedule
+#   SEEDS="3 4" ONLY="lstm_batch5 random" JOBS=2 bash scripts/ws_result.sh   # more seeds of some rows
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/ws_result}
 jobs=${JOBS:-1}
 epochs=${EPOCHS:-}  # empty: the default of env=mnist1d_ws
+seeds=${SEEDS:-0 1 2}
+only=${ONLY:-}  # names of the rows below to run (empty: all)
 mkdir -p "$out"
 run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line, $jobs at a time
 strategies=(
@@ -25,22 +28,27 @@ controller.baseline_decay=0.99 controller.batch_size=20 controller.replay_top_k=
   "random|controller=random"
   "random_depth2|controller=random controller.depth_power=2"
 )
+selected=()
 for entry in "${strategies[@]}"; do
+  name=${entry%%|*}
+  if [ -z "$only" ] || [[ " $only " == *" $name "* ]]; then selected+=("$entry"); fi
+done
+for entry in "${selected[@]}"; do
   name=${entry%%|*}; settings=${entry#*|}
-  for seed in 0 1 2; do
+  for seed in $seeds; do
     search=$out/search_${name}_$seed
     [ -f "$search/done" ] && continue
     echo "rm -rf $search && python scripts/train.py env=mnist1d_ws $settings seed=$seed search.progress=false \
 ${epochs:+env.evaluator.epochs=$epochs} hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
   done
 done | run_all
-for entry in "${strategies[@]}"; do
+for entry in "${selected[@]}"; do
   name=${entry%%|*}
-  for seed in 0 1 2; do
+  for seed in $seeds; do
     dest=$out/retrain_${name}_$seed
     [ -f "$dest/result.json" ] && continue
     echo "python scripts/retrain.py arch=$out/search_${name}_$seed seed=$seed retrain.num_threads=1 \
 hydra.run.dir=$dest > $dest.log 2>&1"
   done
 done | run_all
-python scripts/ws_table.py "$out"
+python scripts/ws_table.py "$out" $seeds

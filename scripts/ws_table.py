@@ -1,4 +1,7 @@
-"""Print the README's weight-sharing table from the folder that ``scripts/ws_result.sh`` filled."""
+"""Print the README's weight-sharing table from the folder that ``scripts/ws_result.sh`` filled.
+
+python scripts/ws_table.py [FOLDER] [SEED ...]      # seeds 0 1 2 unless given
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from pathlib import Path
 from nasrl.controller.runfolder import read_best
 
 
-def main(out: Path) -> None:
-    print("| search | test accuracy (%), seeds 0 / 1 / 2 | mean ± std | parameters | search minutes | "
-          "shared-weights val. accuracy of the derived architecture |")  # fmt: skip
+def main(out: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+    print(f"| search | test accuracy (%), seeds {' / '.join(map(str, seeds))} | mean ± std | parameters | "
+          "search minutes | shared-weights val. accuracy of the derived architecture |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     strategies = (
         ("lstm", "ENAS: LSTM with weight sharing, the controller's defaults"),
@@ -23,7 +26,7 @@ def main(out: Path) -> None:
     )
     for name, label in strategies:
         accs, params, minutes, shared = [], [], [], []
-        for seed in (0, 1, 2):
+        for seed in seeds:
             result = out / f"retrain_{name}_{seed}" / "result.json"
             search = out / f"search_{name}_{seed}"
             if not result.exists():
@@ -44,4 +47,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ws_result"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ws_result"), tuple(map(int, sys.argv[2:])) or (0, 1, 2))
