@@ -7,7 +7,8 @@
 # to d ** 2);
 # each derived architecture retrained from scratch with the full recipe (as scripts/mnist1d_result.sh
 # retrains the per-child searches' best). JOBS searches (one thread each) and then JOBS retrainings run at
-# once; with JOBS=2 on 2 cores, about 10 minutes of searches and 15 of retraining. Finished steps are skipped.
+# once; each search takes 2 to 3 minutes and each retraining 1 to 18 (by its size), so with JOBS=2 on 2 cores
+# all rows take about an hour. Finished steps are skipped.
 #   JOBS=2 bash scripts/ws_result.sh [OUT_FOLDER]        # then: python scripts/ws_table.py OUT_FOLDER
 #   EPOCHS=100 bash scripts/ws_result.sh outputs/ws_result_100   # another length of the schedule
 #   SEEDS="3 4" ONLY="lstm_batch5 random" JOBS=2 bash scripts/ws_result.sh   # more seeds of some rows
