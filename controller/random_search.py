@@ -31,6 +31,11 @@ class RandomPolicy(Policy):
         self.rng = np.random.default_rng(seed)
         self.depth_power = float(depth_power)
         self._depth_decision = spec.decision_names.index("depth") if "depth" in spec.decision_names else None
+        if self.depth_power and self._depth_decision is None:  # it would be uniform, silently
+            raise ValueError(
+                f"controller.depth_power={depth_power!r} weights a space's depth decision, and this space has none "
+                f"(its decisions: {list(spec.decision_names)}); use 0"
+            )
         if self._depth_decision is not None:  # the weight of each depth choice, by its value
             self._depth_weights = np.array([float(d) for d in spec.choice_labels[self._depth_decision]]) ** depth_power
 

@@ -335,6 +335,15 @@ def test_a_bad_depth_power_is_refused_by_name(bad: object) -> None:
         RandomPolicy(TokenSpec.from_env(env), depth_power=bad)  # type: ignore[arg-type]
 
 
+def test_depth_power_on_a_space_without_a_depth_decision_is_refused() -> None:
+    fixed_depth = {**TINY_MLP, "depth": 2}
+    env = ChildNetEnv(space=fixed_depth, evaluator=TokenMatchEvaluator(()))
+    spec = TokenSpec.from_env(env)
+    with pytest.raises(ValueError, match=r"depth_power=2 weights a space's depth decision, and this space has none"):
+        RandomPolicy(spec, depth_power=2)
+    RandomPolicy(spec, depth_power=0)  # uniform: nothing to weight, nothing to refuse
+
+
 def test_shared_weights_on_cuda_without_cuda_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="sees no CUDA GPU; accepted here are 'auto' and 'cpu'"):
