@@ -236,6 +236,14 @@ def test_the_command_searches_with_shared_weights_and_retrain_accepts_its_best_j
     retrained = run_script("retrain.py", f"arch={run}", "retrain.epochs=1", f"hydra.run.dir={out}", cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
     assert json.loads((out / "result.json").read_text())["tokens"] == best["tokens"]
+    # scripts/ws_rederive.py: the checkpoint's derivation picks the search's pick again; a shortlist trains
+    again = run_script("ws_rederive.py", str(run), "--standalone-top", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    tokens = ",".join(map(str, best["tokens"]))
+    assert f"tokens [{tokens}] (the search's own pick)" in again.stdout
+    assert again.stdout.count("    stand-alone ") == 2 and "by stand-alone accuracy among the top 2" in again.stdout
+    refused = run_script("ws_rederive.py", str(run), "--samples", "0", cwd=tmp_path)
+    assert refused.returncode == 2 and "--samples must be a positive integer, got 0" in refused.stderr
 
 
 # --- the recurrent cell (ENAS's shared RNN) -------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Derive again from a finished weight-sharing search, with other derivation settings, without searching again.
+
+    python scripts/ws_rederive.py outputs/ws_result/search_lstm_batch5_0                 # reproduces derived.csv
+    python scripts/ws_rederive.py RUN [RUN ...] --samples 300                            # a larger derivation
+    python scripts/ws_rederive.py RUN [RUN ...] --standalone-top 3                       # a stand-alone shortlist
+
+For each run folder of ``nasrl-train env=mnist1d_ws ...`` (or another ``SharedWeightsTrainer`` search): the
+policy, shared weights and random states are loaded from its final ``checkpoint.pt``, exactly as a resumed
+search would hold them before its derivation, and the derivation (``controller/weight_sharing.py``'s
+``derive``) runs with ``--samples`` architectures. With the run's own ``derive_samples`` it picks the
+architecture the search picked (the script says whether it did). ``--standalone-top K`` also trains the K best
+by shared-weights score stand-alone, as a per-child search trains a child (``ChildTrainer``'s defaults: 10
+epochs of Adam on the run's data set, child seed ``--child-seed``), and picks the best by that validation
+accuracy instead.
+
+Printed per run: the pick by shared-weights score and, with ``--standalone-top``, the shortlist and its pick,
+each with its tokens, so that ``nasrl-retrain "arch=[TOKENS]" seed=S`` retrains it (README, "The MNIST-1D
+result with weight sharing", where these were measured). Writes nothing into the run folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from omegaconf import OmegaConf
+
+from nasrl.controller.build import build_env, build_policy
+from nasrl.controller.policy import Policy
+from nasrl.controller.runfolder import load_checkpoint
+from nasrl.controller.weight_sharing import derive
+from nasrl.env.evaluation import ChildTrainer
+from nasrl.env.space import Architecture
+
+
+def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
+    """The environment, policy and shared-weights evaluator of a finished search, as its checkpoint left them."""
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    env = build_env(cfg.env, None)
+    policy = build_policy(cfg.controller, env, cfg.seed)
+    evaluator = env.unwrapped.evaluator  # type: ignore[attr-defined]
+    if not getattr(evaluator, "shares_weights", False):
+        raise SystemExit(f"{run}: not a weight-sharing search (its evaluator is {type(evaluator).__name__})")
+    evaluator.start(cfg.seed)
+    load_checkpoint(run / "checkpoint.pt", policy, evaluator)
+    env.reset(seed=cfg.seed)  # what run_weight_sharing_search does before its loop
+    return env, policy, evaluator, int(cfg.seed)
+
+
+def searched_pick(run: Path) -> list[int] | None:
+    """The tokens of the search's own pick (rank 0 of its derived.csv), if it has one."""
+    path = run / "derived.csv"
+    if not path.exists():
+        return None
+    with open(path) as fh:
+        first = next(csv.DictReader(fh), None)
+    return [int(t) for t in first["tokens"].split()] if first else None
+
+
+def describe(arch: Architecture, params: int) -> str:
+    return f"{params:,} parameters, tokens [{','.join(map(str, arch.tokens))}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of finished weight-sharing searches")
+    parser.add_argument("--samples", type=int, default=None, help="architectures to derive from (default: the run's)")
+    parser.add_argument("--standalone-top", type=int, default=0, help="train this many of the best stand-alone")
+    parser.add_argument("--child-seed", type=int, default=0, help="seed of the stand-alone children (default 0)")
+    args = parser.parse_args()
+    if args.samples is not None and args.samples < 1:
+        parser.error(f"--samples must be a positive integer, got {args.samples}")
+    if args.standalone_top < 0:
+        parser.error(f"--standalone-top must be 0 (none) or a positive integer, got {args.standalone_top}")
+    for run in args.runs:
+        env, policy, evaluator, seed = load_search(run)
+        evaluator.derive_samples = args.samples or evaluator.derive_samples
+        start = time.perf_counter()
+        derived = derive(env, policy, evaluator)
+        seconds = time.perf_counter() - start
+        score, arch = derived.best
+        same = "the search's own pick" if list(arch.tokens) == searched_pick(run) else "not the search's pick"
+        print(f"{run} (seed {seed}), {evaluator.derive_samples} samples, {len(derived.candidates)} distinct, "
+              f"{seconds:.0f} s")  # fmt: skip
+        print(f"  by shared-weights score: {score:.4f}, {describe(arch, evaluator.standalone_params(arch))} ({same})")
+        if args.standalone_top:
+            trainer = ChildTrainer(evaluator.dataset)
+            shortlist = []
+            for shared, candidate in derived.candidates[: args.standalone_top]:
+                result = trainer.evaluate(candidate, args.child_seed)
+                shortlist.append((result.val_accuracy, shared, candidate, result.params, result.seconds))
+                print(f"    stand-alone {result.val_accuracy:.4f} (shared {shared:.4f}, {result.seconds:.0f} s): "
+                      f"{describe(candidate, result.params)}")  # fmt: skip
+            best = max(shortlist, key=lambda row: row[0])  # ties: the better shared score (listed first)
+            pick = describe(best[2], best[3])
+            print(f"  by stand-alone accuracy among the top {len(shortlist)}: {best[0]:.4f}, {pick}")
+
+
+if __name__ == "__main__":
+    main()
