@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.policy import Policy
-from nasrl.controller.runfolder import load_checkpoint
+from nasrl.controller.runfolder import SearchError, load_checkpoint
 from nasrl.controller.weight_sharing import derive
 from nasrl.env.evaluation import ChildTrainer
 from nasrl.env.space import Architecture
@@ -39,6 +39,9 @@ from nasrl.env.space import Architecture
 
 def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
     """The environment, policy and shared-weights evaluator of a finished search, as its checkpoint left them."""
+    missing = [name for name in (".hydra/config.yaml", "checkpoint.pt") if not (run / name).exists()]
+    if missing:
+        raise SystemExit(f"{run}: not a finished nasrl-train run folder (it has no {' and no '.join(missing)})")
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     env = build_env(cfg.env, None)
     policy = build_policy(cfg.controller, env, cfg.seed)
@@ -46,7 +49,10 @@ def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
     if not getattr(evaluator, "shares_weights", False):
         raise SystemExit(f"{run}: not a weight-sharing search (its evaluator is {type(evaluator).__name__})")
     evaluator.start(cfg.seed)
-    load_checkpoint(run / "checkpoint.pt", policy, evaluator)
+    try:
+        load_checkpoint(run / "checkpoint.pt", policy, evaluator)
+    except SearchError as exc:
+        raise SystemExit(f"{run}: {exc}") from None
     env.reset(seed=cfg.seed)  # what run_weight_sharing_search does before its loop
     return env, policy, evaluator, int(cfg.seed)
 
@@ -88,6 +94,8 @@ def main() -> None:
               f"{seconds:.0f} s")  # fmt: skip
         print(f"  by shared-weights score: {score:.4f}, {describe(arch, evaluator.standalone_params(arch))} ({same})")
         if args.standalone_top:
+            if not hasattr(evaluator, "dataset"):  # a language model's shared cell: ChildTrainer trains classifiers
+                raise SystemExit(f"{run}: --standalone-top trains classifiers; this search's are language models")
             trainer = ChildTrainer(evaluator.dataset)
             shortlist = []
             for shared, candidate in derived.candidates[: args.standalone_top]:

@@ -244,6 +244,8 @@ def test_the_command_searches_with_shared_weights_and_retrain_accepts_its_best_j
     assert again.stdout.count("    stand-alone ") == 2 and "by stand-alone accuracy among the top 2" in again.stdout
     refused = run_script("ws_rederive.py", str(run), "--samples", "0", cwd=tmp_path)
     assert refused.returncode == 2 and "--samples must be a positive integer, got 0" in refused.stderr
+    not_a_run = run_script("ws_rederive.py", str(out), cwd=tmp_path)
+    assert not_a_run.returncode == 1 and "not a finished nasrl-train run folder" in not_a_run.stderr
 
 
 # --- the recurrent cell (ENAS's shared RNN) -------------------------------------------------------------
