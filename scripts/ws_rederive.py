@@ -21,17 +21,15 @@ result with weight sharing", where these were measured). Writes nothing into the
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from omegaconf import OmegaConf
 
 from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.policy import Policy
-from nasrl.controller.runfolder import SearchError, load_checkpoint
+from nasrl.controller.runfolder import SearchError, load_checkpoint, read_best, read_config
 from nasrl.controller.weight_sharing import derive
 from nasrl.env.evaluation import ChildTrainer
 from nasrl.env.space import Architecture
@@ -39,32 +37,21 @@ from nasrl.env.space import Architecture
 
 def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
     """The environment, policy and shared-weights evaluator of a finished search, as its checkpoint left them."""
-    missing = [name for name in (".hydra/config.yaml", "checkpoint.pt") if not (run / name).exists()]
-    if missing:
-        raise SystemExit(f"{run}: not a finished nasrl-train run folder (it has no {' and no '.join(missing)})")
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    env = build_env(cfg.env, None)
-    policy = build_policy(cfg.controller, env, cfg.seed)
-    evaluator = env.unwrapped.evaluator  # type: ignore[attr-defined]
-    if not getattr(evaluator, "shares_weights", False):
-        raise SystemExit(f"{run}: not a weight-sharing search (its evaluator is {type(evaluator).__name__})")
-    evaluator.start(cfg.seed)
+    if not (run / "checkpoint.pt").exists():
+        raise SystemExit(f"{run}: not a finished nasrl-train run folder (it has no checkpoint.pt)")
     try:
+        cfg = read_config(run)
+        env = build_env(cfg.env, None)
+        policy = build_policy(cfg.controller, env, cfg.seed)
+        evaluator = env.unwrapped.evaluator  # type: ignore[attr-defined]
+        if not getattr(evaluator, "shares_weights", False):
+            raise SearchError(f"not a weight-sharing search (its evaluator is {type(evaluator).__name__})")
+        evaluator.start(cfg.seed)
         load_checkpoint(run / "checkpoint.pt", policy, evaluator)
     except SearchError as exc:
         raise SystemExit(f"{run}: {exc}") from None
     env.reset(seed=cfg.seed)  # what run_weight_sharing_search does before its loop
     return env, policy, evaluator, int(cfg.seed)
-
-
-def searched_pick(run: Path) -> list[int] | None:
-    """The tokens of the search's own pick (rank 0 of its derived.csv), if it has one."""
-    path = run / "derived.csv"
-    if not path.exists():
-        return None
-    with open(path) as fh:
-        first = next(csv.DictReader(fh), None)
-    return [int(t) for t in first["tokens"].split()] if first else None
 
 
 def describe(arch: Architecture, params: int) -> str:
@@ -89,7 +76,8 @@ def main() -> None:
         derived = derive(env, policy, evaluator)
         seconds = time.perf_counter() - start
         score, arch = derived.best
-        same = "the search's own pick" if list(arch.tokens) == searched_pick(run) else "not the search's pick"
+        searched = read_best(run)["tokens"] if (run / "best.json").exists() else None
+        same = "the search's own pick" if list(arch.tokens) == searched else "not the search's pick"
         print(f"{run} (seed {seed}), {evaluator.derive_samples} samples, {len(derived.candidates)} distinct, "
               f"{seconds:.0f} s")  # fmt: skip
         print(f"  by shared-weights score: {score:.4f}, {describe(arch, evaluator.standalone_params(arch))} ({same})")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from nasrl.controller.runfolder import read_best
 
+SEEDS = (0, 1, 2)  # what scripts/ws_result.sh runs unless told
 
-def main(out: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+
+def main(out: Path, seeds: tuple[int, ...] = SEEDS) -> None:
     print(f"| search | test accuracy (%), seeds {' / '.join(map(str, seeds))} | mean ± std | parameters | "
           "search minutes | shared-weights val. accuracy of the derived architecture |")  # fmt: skip
     print("|---|---|---|---|---|---|")
@@ -47,4 +49,4 @@ def main(out: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ws_result"), tuple(map(int, sys.argv[2:])) or (0, 1, 2))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ws_result"), tuple(map(int, sys.argv[2:])) or SEEDS)
