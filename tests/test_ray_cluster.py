@@ -30,7 +30,8 @@ from nasrl.env import ChildNetEnv, EvalResult, TokenMatchEvaluator
 from nasrl.env.simulated import SimulatedDurations
 
 # Seed 0 proposes 6 architectures whose simulated (mnist1d) durations are 7.0, 16.2, 16.3, 11.6, 16.5 and 7.5 s:
-# scaled, 0.28 to 0.66 s: long enough for results to come while a child trains on the other node.
+# scaled, 0.28 to 0.66 s on the head node and 6 times that on the worker node (NodeLogged): a head child's
+# result comes while a worker child has at least a second to go.
 SEED, BUDGET, TIME_SCALE = 0, 6, 0.04
 # A killed node's dropped connections give it away at once; a node that only stops answering is found by health
 # checks, by default every 3 s and dead after 5 failures (15 s or more). Here after 0.6 s, so a test that meets
@@ -49,20 +50,38 @@ LEAN = {"include_dashboard": False, "no_monitor": True, "include_log_monitor": F
 class NodeLogged(SimulatedDurations):
     """Simulated children that append ``start|end <Ray node id> <time> <tokens>`` to the file ``log`` around
     each attempt, so the test sees where every attempt ran and which ones never ended. The time of a start is
-    when the attempt will end (``time.time()`` clock, the same in every process of this machine)."""
+    when the attempt will end (``time.time()`` clock, the same in every process of this machine).
 
-    def __init__(self, evaluator: Any, log: str, **kwargs: Any) -> None:
+    So that a result comes while a child trains on ``lost_node`` whatever the machine's load (Ray may start
+    that node's first worker process seconds after the head's), a child elsewhere starts only once one has
+    started there (an event in the log, not a delay), and children there take ``slowdown`` times as long: a
+    head child's result then always comes before that child's end."""
+
+    def __init__(self, evaluator: Any, log: str, lost_node: str, slowdown: float = 6.0, **kwargs: Any) -> None:
         super().__init__(evaluator, **kwargs)
-        self.log = log
+        self.log, self.lost_node, self.slowdown = log, lost_node, slowdown
 
     def evaluate(self, arch: Any, seed: int, **options: Any) -> EvalResult:
         import ray
 
         node = ray.get_runtime_context().get_node_id()
-        self._write("start", node, time.time() + self.duration(arch, seed) * self.time_scale, arch.tokens)
+        extra = 0.0
+        if node == self.lost_node:
+            extra = (self.slowdown - 1) * self.duration(arch, seed) * self.time_scale
+        else:
+            self._wait_for_a_start_on(self.lost_node)
+        self._write("start", node, time.time() + self.duration(arch, seed) * self.time_scale + extra, arch.tokens)
         result = super().evaluate(arch, seed, **options)
+        time.sleep(extra)  # the result's seconds stay the simulated duration
         self._write("end", node, time.time(), arch.tokens)
         return result
+
+    def _wait_for_a_start_on(self, node: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout  # a bound, not a delay: the test fails by its assertions after it
+        while time.monotonic() < deadline and not any(
+            event == "start" and n == node for event, n, _, _ in attempts(self.log)
+        ):
+            time.sleep(0.01)
 
     def _write(self, event: str, node: str, when: float, tokens: Sequence[int]) -> None:
         with open(self.log, "a") as fh:  # one short line per write: appends from several processes stay whole
@@ -174,7 +193,8 @@ def test_a_search_on_a_ray_cluster_that_loses_a_node_records_every_child_once(ra
     )  # fmt: skip
     target = list(cfg.env.evaluator.target)
     log = tmp_path / "attempts.log"
-    evaluator = NodeLogged(TokenMatchEvaluator(target), str(log), durations="mnist1d", time_scale=TIME_SCALE)
+    evaluator = NodeLogged(TokenMatchEvaluator(target), str(log), worker.node_id, durations="mnist1d",
+                           time_scale=TIME_SCALE)  # fmt: skip
     env = ChildNetEnv(space=cfg.env.space, evaluator=evaluator)
     runner = NodeKiller(build_runner(cfg.search, env), cluster, worker, log)
     try:
