@@ -9,9 +9,11 @@ folder that torchvision downloaded works as it is. Nothing is downloaded here.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,19 +55,31 @@ def load_dataset(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     train_limit: int | None = None,
+    test_examples: int | None = None,
+    test_seed: int = 0,
 ) -> Dataset:
     """Load ``name`` (one of :data:`DATASETS`) and carve ``val_fraction`` of its training data for validation.
 
     ``root`` is where image sets are read from and where MNIST-1D is cached (default ``$NASRL_DATA``
     or ``~/.cache/nasrl``). ``train_limit`` keeps only that many training examples (after the carve).
+    ``test_examples`` (MNIST-1D only) replaces its 1000 test examples with that many fresh ones, drawn by
+    MNIST-1D's generator with seed ``test_seed`` (:func:`mnist1d_fresh_test`): on 1000 examples one
+    example is 0.1 point, too coarse to tell apart models that differ by less. Training and validation
+    splits are unchanged, so a search or a retraining trains on the same data either way.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set '{name}'; accepted are {list(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if test_examples is not None:  # checked before loading: a bad value costs no drawing
+        if name != "mnist1d":
+            raise DataError(f"test_examples draws fresh MNIST-1D examples; data set '{name}' has its own test split")
+        _check_fresh_test(test_examples, test_seed)
     root = Path(root).expanduser() if root is not None else default_root()
     loader = {"mnist1d": _mnist1d, "digits": _digits, "cifar10": _cifar10, "mnist": _mnist, "fashion_mnist": _fashion}
     x, y, x_test, y_test = loader[name](root)
+    if test_examples is not None:
+        x_test, y_test = mnist1d_fresh_test(test_examples, test_seed, root)
     perm = np.random.default_rng(split_seed).permutation(len(x))
     n_val = max(1, int(round(len(x) * val_fraction)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -116,6 +130,69 @@ def _mnist1d(root: Path) -> Arrays:
     np.savez(tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
     os.replace(tmp, cache)
     return arrays["x"][:, None, :], arrays["y"], arrays["x_test"][:, None, :], arrays["y_test"]
+
+
+MNIST1D_SEED = 42  # the seed of MNIST-1D's standard 5000 examples (mnist1d.data.get_dataset_args)
+
+
+def mnist1d_fresh_test(num_examples: int, seed: int, root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``num_examples`` new MNIST-1D examples (inputs shaped (N, 1, 40), labels), drawn from the distribution
+    of the standard set: its generator and arguments with seed ``seed``, in equal numbers per class, and
+    scaled with the standard set's own mean and standard deviation as ``mnist1d.data.make_dataset`` scales
+    it. Cached under ``root`` (default ``$NASRL_DATA``); 50,000 take about 30 s to draw."""
+    _check_fresh_test(num_examples, seed)
+    root = Path(root).expanduser() if root is not None else default_root()
+    cache = root / f"mnist1d_test_{num_examples}_seed{seed}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as d:
+                return d["x"], d["y"]
+        except Exception:  # a broken cache is drawn again, not trusted
+            cache.unlink()
+    x, y = _mnist1d_raw(num_examples, seed)
+    x = (x - _mnist1d_scale()[0]) / _mnist1d_scale()[1]
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, x=x[:, None, :], y=y)
+    os.replace(tmp, cache)
+    return x[:, None, :], y
+
+
+def _check_fresh_test(num_examples: object, seed: object) -> None:
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 10 or num_examples % 10:
+        raise DataError(f"test_examples must be a positive multiple of 10 (as many per class), got {num_examples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed == MNIST1D_SEED:
+        raise DataError(f"test_seed must be an integer other than {MNIST1D_SEED} (the standard set's), got {seed!r}")
+
+
+@functools.cache
+def _mnist1d_scale() -> tuple[float, float]:
+    """The mean and standard deviation with which ``make_dataset`` scales the standard set (3 s to draw)."""
+    standard, _ = _mnist1d_raw(5000, MNIST1D_SEED)
+    return float(standard.mean()), float(standard.std())
+
+
+def _mnist1d_raw(num_examples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unscaled MNIST-1D examples drawn in ``make_dataset``'s order (per class, then shuffled), so that the
+    standard arguments and seed give its 5000 examples (a test checks it). The global ``random`` and numpy
+    states it seeds, as ``make_dataset`` does, are put back afterwards."""
+    from mnist1d.data import get_dataset_args, get_templates, transform
+
+    args, templates = get_dataset_args(), get_templates()
+    saved = random.getstate(), np.random.get_state()
+    try:
+        random.seed(seed)
+        np.random.seed(seed)
+        xs, ys = [], []
+        for label, template in zip(templates["y"], templates["x"]):
+            for _ in range(num_examples // len(templates["y"])):
+                xs.append(transform(template, templates["t"], args)[0])
+                ys.append(label)
+        order = np.random.permutation(len(ys))
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    return np.stack(xs)[order], np.stack(ys)[order]
 
 
 def _digits(root: Path) -> Arrays:

@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from nasrl.env.data import IDX_FILES, DataError, load_dataset
 
@@ -104,3 +105,40 @@ def test_corrupt_cifar_batch_is_reported(tmp_path) -> None:
 def test_unknown_data_set_lists_the_accepted_ones() -> None:
     with pytest.raises(DataError, match=r"unknown data set 'imagenet'.*mnist1d"):
         load_dataset("imagenet")
+
+
+@pytest.mark.slow
+def test_fresh_mnist1d_test_examples_come_from_the_standard_sets_generator_and_scaling(tmp_path) -> None:
+    from nasrl.env.data import MNIST1D_SEED, _mnist1d, _mnist1d_raw, mnist1d_fresh_test
+
+    # drawn as make_dataset draws, the standard seed gives the standard 5000 examples, bit for bit
+    x, y = _mnist1d_raw(5000, MNIST1D_SEED)
+    x_train, y_train, x_test, y_test = _mnist1d(tmp_path)
+    scaled = ((x - x.mean()) / x.std())[:, None, :]
+    assert np.array_equal(scaled[:4000], x_train) and np.array_equal(scaled[4000:], x_test)
+    assert np.array_equal(y[:4000], y_train) and np.array_equal(y[4000:], y_test)
+
+    fresh_x, fresh_y = mnist1d_fresh_test(200, 0, tmp_path)
+    assert fresh_x.shape == (200, 1, 40) and np.bincount(fresh_y).tolist() == [20] * 10
+    assert not np.isin(fresh_x[:, 0, 0], x_train[:, 0, 0]).any()  # new examples, not the standard ones again
+    assert abs(fresh_x.mean() - x_train.mean()) < 0.2 and abs(fresh_x.std() / x_train.std() - 1) < 0.2
+    assert np.array_equal(mnist1d_fresh_test(200, 0, tmp_path)[0], fresh_x)  # from the cache, the same
+    assert not np.array_equal(mnist1d_fresh_test(200, 1, tmp_path)[0], fresh_x)
+
+    d = load_dataset("mnist1d", root=tmp_path, test_examples=200, test_seed=0)
+    standard = load_dataset("mnist1d", root=tmp_path)
+    assert len(d.y_test) == 200 and torch.equal(d.x_train, standard.x_train) and torch.equal(d.x_val, standard.x_val)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"test_examples": 205}, "test_examples must be a positive multiple of 10.*got 205"),
+        ({"test_examples": 0}, "test_examples must be a positive multiple of 10.*got 0"),
+        ({"test_examples": 100, "test_seed": 42}, "test_seed must be an integer other than 42.*got 42"),
+        ({"name": "digits", "test_examples": 100}, "test_examples draws fresh MNIST-1D examples; data set 'digits'"),
+    ],
+)
+def test_bad_fresh_test_settings_are_refused_in_one_line(tmp_path, kwargs, message) -> None:
+    with pytest.raises(DataError, match=message):
+        load_dataset(**({"name": "mnist1d", "root": tmp_path} | kwargs))

@@ -50,6 +50,27 @@ def test_retraining_best_json_writes_the_files_and_the_model_reproduces_its_accu
 
 
 @pytest.mark.slow
+def test_retest_gives_the_reported_accuracy_again_and_one_on_fresh_examples(tmp_path, search_run) -> None:
+    out, _ = retrain(tmp_path, f"arch={search_run / 'best.json'}")
+    result = json.loads((out / "result.json").read_text())
+    printed = run_script("retest.py", str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    row = printed.stdout.splitlines()[-1].split()
+    assert (
+        row[0] == str(out) and "(nasrl-retrain reported" not in printed.stdout
+    )  # the saved model, the reported accuracy
+    assert row[2] == f"{100 * result['test_accuracy']:.1f}%"
+    fresh_data = load_dataset(**(result["dataset"] | {"test_examples": 200, "test_seed": 3}))
+    fresh = accuracy_of(load_model(out / "model.pt"), fresh_data.x_test, fresh_data.y_test)
+    assert row[3] == f"{100 * fresh:.2f}" and "fresh (200)" in printed.stdout
+
+    not_a_run = run_script("retest.py", str(search_run), cwd=tmp_path)
+    assert not_a_run.returncode == 1 and "not a nasrl-retrain run folder (it needs model.pt" in not_a_run.stderr
+    seed_42 = run_script("retest.py", str(out), "--test-seed", "42", cwd=tmp_path)
+    assert seed_42.returncode == 2 and "test_seed must be an integer other than 42" in seed_42.stderr
+
+
+@pytest.mark.slow
 def test_an_architecture_from_a_history_row_or_tokens(tmp_path, search_run) -> None:
     out, _ = retrain(tmp_path, f"arch={search_run / 'history.csv'}:1", "seed=2")
     result = json.loads((out / "result.json").read_text())
