@@ -3,6 +3,7 @@
     python scripts/ws_rederive.py outputs/ws_result/search_lstm_batch5_0                 # reproduces derived.csv
     python scripts/ws_rederive.py RUN [RUN ...] --samples 300                            # a larger derivation
     python scripts/ws_rederive.py RUN [RUN ...] --standalone-top 3                       # a stand-alone shortlist
+    python scripts/ws_rederive.py RUN --score outputs/mnist1d_ref/search_lstm_0          # rank another architecture
 
 For each run folder of ``nasrl-train env=mnist1d_ws ...`` (or another ``SharedWeightsTrainer`` search): the
 policy, shared weights and random states are loaded from its final ``checkpoint.pt``, exactly as a resumed
@@ -11,7 +12,8 @@ search would hold them before its derivation, and the derivation (``controller/w
 architecture the search picked (the script says whether it did). ``--standalone-top K`` also trains the K best
 by shared-weights score stand-alone, as a per-child search trains a child (``ChildTrainer``'s defaults: 10
 epochs of Adam on the run's data set, child seed ``--child-seed``), and picks the best by that validation
-accuracy instead.
+accuracy instead. ``--score ARCH`` (repeatable; a run folder, its ``best.json`` or tokens, as ``nasrl-retrain``
+takes them) scores another architecture with the shared weights and says how many candidates score higher.
 
 Printed per run: the pick by shared-weights score and, with ``--standalone-top``, the shortlist and its pick,
 each with its tokens, so that ``nasrl-retrain "arch=[TOKENS]" seed=S`` retrains it (README, "The MNIST-1D
@@ -32,6 +34,7 @@ from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchError, load_checkpoint, read_best, read_config
 from nasrl.controller.weight_sharing import derive
 from nasrl.env.evaluation import ChildTrainer
+from nasrl.env.retrain import resolve_architecture
 from nasrl.env.space import Architecture
 
 
@@ -54,6 +57,15 @@ def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
     return env, policy, evaluator, int(cfg.seed)
 
 
+def in_space(given: str, space: Any) -> Architecture:
+    """The architecture ``given`` (as ``nasrl-retrain arch=`` takes it) decoded in the search's ``space``."""
+    try:
+        tokens = resolve_architecture(given, space.name)[0].tokens
+        return space.decode(list(tokens))
+    except ValueError as exc:  # RetrainError, SpaceError, or tokens that the search's space cannot decode
+        raise SystemExit(f"--score {given}: {exc}") from None
+
+
 def describe(arch: Architecture, params: int) -> str:
     return f"{params:,} parameters, tokens [{','.join(map(str, arch.tokens))}]"
 
@@ -64,6 +76,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="architectures to derive from (default: the run's)")
     parser.add_argument("--standalone-top", type=int, default=0, help="train this many of the best stand-alone")
     parser.add_argument("--child-seed", type=int, default=0, help="seed of the stand-alone children (default 0)")
+    parser.add_argument("--score", action="append", default=[], metavar="ARCH",
+                        help="also score ARCH (a run folder, its best.json or tokens) and rank it")  # fmt: skip
     args = parser.parse_args()
     if args.samples is not None and args.samples < 1:
         parser.error(f"--samples must be a positive integer, got {args.samples}")
@@ -81,6 +95,12 @@ def main() -> None:
         print(f"{run} (seed {seed}), {evaluator.derive_samples} samples, {len(derived.candidates)} distinct, "
               f"{seconds:.0f} s")  # fmt: skip
         print(f"  by shared-weights score: {score:.4f}, {describe(arch, evaluator.standalone_params(arch))} ({same})")
+        for given in args.score:
+            other = in_space(given, env.unwrapped.space)  # type: ignore[attr-defined]
+            shared = evaluator.score(other)
+            higher = sum(candidate > shared for candidate, _ in derived.candidates)
+            print(f"  --score {given}: {shared:.4f}, {higher} of the {len(derived.candidates)} candidates score "
+                  f"higher; {describe(other, evaluator.standalone_params(other))}")  # fmt: skip
         if args.standalone_top:
             if not hasattr(evaluator, "dataset"):  # a language model's shared cell: ChildTrainer trains classifiers
                 raise SystemExit(f"{run}: --standalone-top trains classifiers; this search's are language models")

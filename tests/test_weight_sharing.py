@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,13 @@ def test_the_command_searches_with_shared_weights_and_retrain_accepts_its_best_j
     tokens = ",".join(map(str, best["tokens"]))
     assert f"tokens [{tokens}] (the search's own pick)" in again.stdout
     assert again.stdout.count("    stand-alone ") == 2 and "by stand-alone accuracy among the top 2" in again.stdout
+    # --score: the search's own pick, given as its run folder, scores what the derivation gave it and ranks first
+    scored = run_script("ws_rederive.py", str(run), "--score", str(run), cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    pick_score = re.search(r"by shared-weights score: ([\d.]+)", scored.stdout).group(1)  # type: ignore[union-attr]
+    assert f"--score {run}: {pick_score}, 0 of the " in scored.stdout
+    bad = run_script("ws_rederive.py", str(run), "--score", "[99]", cwd=tmp_path)
+    assert bad.returncode == 1 and "--score [99]: " in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     refused = run_script("ws_rederive.py", str(run), "--samples", "0", cwd=tmp_path)
     assert refused.returncode == 2 and "--samples must be a positive integer, got 0" in refused.stderr
     not_a_run = run_script("ws_rederive.py", str(out), cwd=tmp_path)
