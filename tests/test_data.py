@@ -123,6 +123,7 @@ def test_fresh_mnist1d_test_examples_come_from_the_standard_sets_generator_and_s
     assert not np.isin(fresh_x[:, 0, 0], x_train[:, 0, 0]).any()  # new examples, not the standard ones again
     assert abs(fresh_x.mean() - x_train.mean()) < 0.2 and abs(fresh_x.std() / x_train.std() - 1) < 0.2
     assert np.array_equal(mnist1d_fresh_test(200, 0, tmp_path)[0], fresh_x)  # from the cache, the same
+    assert np.array_equal(fresh_x[:, 0], (_mnist1d_raw(200, 0)[0] - x.mean()) / x.std())  # the standard scaling
     assert not np.array_equal(mnist1d_fresh_test(200, 1, tmp_path)[0], fresh_x)
 
     d = load_dataset("mnist1d", root=tmp_path, test_examples=200, test_seed=0)
