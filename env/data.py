@@ -14,6 +14,7 @@ import gzip
 import os
 import pickle
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,22 +115,32 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 def _mnist1d(root: Path) -> Arrays:
     """MNIST-1D (Greydanus 2020), generated offline with its standard arguments: 4000 train, 1000 test."""
-    cache = root / "mnist1d.npz"
+
+    def generate() -> dict[str, np.ndarray]:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())
+        return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+
+    a = _npz_cached(root / "mnist1d.npz", generate)
+    return a["x"][:, None, :], a["y"], a["x_test"][:, None, :], a["y_test"]
+
+
+def _npz_cached(cache: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays saved in ``cache``, or ``make()``'s, saved there first (atomically: a rename, so that processes
+    drawing the same file at once each leave a whole one). A broken file is made again, not trusted."""
     if cache.exists():
         try:
             with np.load(cache) as d:
-                return d["x"][:, None, :], d["y"], d["x_test"][:, None, :], d["y_test"]
-        except Exception:  # a broken cache is regenerated, not trusted
+                return {k: d[k] for k in d.files}
+        except Exception:
             cache.unlink()
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())
-    arrays = {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
-    root.mkdir(parents=True, exist_ok=True)
+    arrays = make()
+    cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
+    np.savez(tmp, allow_pickle=False, **arrays)
     os.replace(tmp, cache)
-    return arrays["x"][:, None, :], arrays["y"], arrays["x_test"][:, None, :], arrays["y_test"]
+    return arrays
 
 
 MNIST1D_SEED = 42  # the seed of MNIST-1D's standard 5000 examples (mnist1d.data.get_dataset_args)
@@ -142,20 +153,14 @@ def mnist1d_fresh_test(num_examples: int, seed: int, root: str | Path | None = N
     it. Cached under ``root`` (default ``$NASRL_DATA``); 50,000 take about 30 s to draw."""
     _check_fresh_test(num_examples, seed)
     root = Path(root).expanduser() if root is not None else default_root()
-    cache = root / f"mnist1d_test_{num_examples}_seed{seed}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache) as d:
-                return d["x"], d["y"]
-        except Exception:  # a broken cache is drawn again, not trusted
-            cache.unlink()
-    x, y = _mnist1d_raw(num_examples, seed)
-    x = (x - _mnist1d_scale()[0]) / _mnist1d_scale()[1]
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, x=x[:, None, :], y=y)
-    os.replace(tmp, cache)
-    return x[:, None, :], y
+
+    def draw() -> dict[str, np.ndarray]:
+        x, y = _mnist1d_raw(num_examples, seed)
+        mean, std = _mnist1d_scale()
+        return {"x": ((x - mean) / std)[:, None, :], "y": y}
+
+    a = _npz_cached(root / f"mnist1d_test_{num_examples}_seed{seed}.npz", draw)
+    return a["x"], a["y"]
 
 
 def _check_fresh_test(num_examples: object, seed: object) -> None:

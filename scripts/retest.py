@@ -38,18 +38,15 @@ def retest(run: Path, test_examples: int, test_seed: int) -> dict[str, Any]:
     reported = result["test_accuracy"] if dataset.pop("test_examples", None) is None else None
     dataset.pop("test_seed", None)
     model = load_model(run / "model.pt")
-    standard = accuracy_of(model, *_test_split(dataset))
-    fresh = accuracy_of(model, *_test_split(dataset | {"test_examples": test_examples, "test_seed": test_seed}))
+    standard = accuracy_of(model, *_test_split(tuple(sorted(dataset.items()))))
+    fresh_settings = dataset | {"test_examples": test_examples, "test_seed": test_seed}
+    fresh = accuracy_of(model, *_test_split(tuple(sorted(fresh_settings.items()))))
     return {"standard": standard, "reported": reported, "fresh": fresh, "params": result["params"]}
 
 
-def _test_split(dataset: dict) -> tuple:
-    return _load(json.dumps(dataset, sort_keys=True))
-
-
 @functools.cache  # runs retrained with the same data settings share one loading
-def _load(dataset_json: str) -> tuple:
-    data = load_dataset(**json.loads(dataset_json))
+def _test_split(settings: tuple[tuple[str, Any], ...]) -> tuple[Any, Any]:
+    data = load_dataset(**dict(settings))
     return data.x_test, data.y_test
 
 
