@@ -8,7 +8,8 @@ MNIST-1D: the saved model's accuracy on the standard test split (what ``nasrl-re
 says if it differs) and on ``--test-examples`` fresh examples that MNIST-1D's generator draws with
 ``--test-seed`` (``load_dataset(test_examples=..., test_seed=...)``, README "Retraining noise is of the size
 of the gap"). One example of the standard split is 0.1 point, and a model at 99.3% has a sampling standard
-error of 0.26 points there; on 50,000 fresh examples it is 0.04. Nothing is trained, nothing is written.
+error of 0.26 points there; on 50,000 fresh examples it is 0.04. With several runs (seeds of one search), a last
+line gives the mean and standard deviation between them. Nothing is trained, nothing is written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import functools
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +64,19 @@ def main() -> None:
     except DataError as exc:
         parser.error(str(exc))
     print(f"{'run':<60} {'params':>9} {'standard (1000)':>16} {f'fresh ({n})':>16}")
+    tested = []
     for run in args.runs:
         r = retest(run, n, args.test_seed)
+        tested.append(r)
         stderr = math.sqrt(r["fresh"] * (1 - r["fresh"]) / n)
         differs = r["reported"] is not None and abs(r["standard"] - r["reported"]) > 1e-9
         check = f"  (nasrl-retrain reported {r['reported']:.4f})" if differs else ""
         print(f"{str(run):<60} {r['params']:>9,} {100 * r['standard']:>15.1f}% "
               f"{100 * r['fresh']:>10.2f} ± {100 * stderr:.2f}%{check}")  # fmt: skip
+    if len(tested) > 1:  # the spread between the runs (seeds), not a model's sampling error
+        spread = {key: [100 * r[key] for r in tested] for key in ("standard", "fresh")}
+        means = " ".join(f"{statistics.mean(v):>8.2f} ± {statistics.stdev(v):.2f}%" for v in spread.values())
+        print(f"{f'mean ± std of the {len(tested)}':<60} {'':>9} {means}")
 
 
 if __name__ == "__main__":

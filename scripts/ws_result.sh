@@ -12,6 +12,7 @@
 #   JOBS=2 bash scripts/ws_result.sh [OUT_FOLDER]        # then: python scripts/ws_table.py OUT_FOLDER
 #   EPOCHS=100 bash scripts/ws_result.sh outputs/ws_result_100   # another length of the schedule
 #   SEEDS="3 4" ONLY="lstm_batch5 random" JOBS=2 bash scripts/ws_result.sh   # more seeds of some rows
+#   EXTRA="search.max_minutes=30" ...                    # more settings for every search
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/ws_result}
@@ -19,6 +20,7 @@ jobs=${JOBS:-1}
 epochs=${EPOCHS:-}  # empty: the default of env=mnist1d_ws
 seeds=${SEEDS:-0 1 2}
 only=${ONLY:-}  # names of the rows below to run (empty: all)
+extra=${EXTRA:-}  # more overrides for every search
 mkdir -p "$out"
 run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line, $jobs at a time
 strategies=(
@@ -40,7 +42,7 @@ for entry in "${selected[@]}"; do
     search=$out/search_${name}_$seed
     [ -f "$search/done" ] && continue
     echo "rm -rf $search && python scripts/train.py env=mnist1d_ws $settings seed=$seed search.progress=false \
-${epochs:+env.evaluator.epochs=$epochs} hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
+${epochs:+env.evaluator.epochs=$epochs} $extra hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
   done
 done | run_all
 for entry in "${selected[@]}"; do

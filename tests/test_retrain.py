@@ -63,6 +63,10 @@ def test_retest_gives_the_reported_accuracy_again_and_one_on_fresh_examples(tmp_
     fresh_data = load_dataset(**(result["dataset"] | {"test_examples": 200, "test_seed": 3}))
     fresh = accuracy_of(load_model(out / "model.pt"), fresh_data.x_test, fresh_data.y_test)
     assert row[3] == f"{100 * fresh:.2f}" and "fresh (200)" in printed.stdout
+    twice = run_script("retest.py", str(out), str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
+    spread = twice.stdout.splitlines()[-1]  # several runs: their mean and the standard deviation between them
+    assert spread.startswith("mean ± std of the 2") and f"{100 * fresh:.2f} ± 0.00%" in spread, twice.stdout
+    assert f"{100 * result['test_accuracy']:.2f} ± 0.00%" in spread
 
     not_a_run = run_script("retest.py", str(search_run), cwd=tmp_path)
     assert not_a_run.returncode == 1 and "not a nasrl-retrain run folder (it needs model.pt" in not_a_run.stderr
