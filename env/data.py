@@ -72,15 +72,15 @@ def load_dataset(
         raise DataError(f"unknown data set '{name}'; accepted are {list(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if test_examples is not None:  # checked before loading: a bad value costs no drawing
-        if name != "mnist1d":
-            raise DataError(f"test_examples draws fresh MNIST-1D examples; data set '{name}' has its own test split")
-        _check_fresh_test(test_examples, test_seed)
+    if test_examples is not None and name != "mnist1d":
+        raise DataError(f"test_examples draws fresh MNIST-1D examples; data set '{name}' has its own test split")
     root = Path(root).expanduser() if root is not None else default_root()
+    # the fresh examples first: mnist1d_fresh_test refuses bad settings before anything is loaded or drawn
+    fresh = mnist1d_fresh_test(test_examples, test_seed, root) if test_examples is not None else None
     loader = {"mnist1d": _mnist1d, "digits": _digits, "cifar10": _cifar10, "mnist": _mnist, "fashion_mnist": _fashion}
     x, y, x_test, y_test = loader[name](root)
-    if test_examples is not None:
-        x_test, y_test = mnist1d_fresh_test(test_examples, test_seed, root)
+    if fresh is not None:
+        x_test, y_test = fresh
     perm = np.random.default_rng(split_seed).permutation(len(x))
     n_val = max(1, int(round(len(x) * val_fraction)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -151,7 +151,10 @@ def mnist1d_fresh_test(num_examples: int, seed: int, root: str | Path | None = N
     of the standard set: its generator and arguments with seed ``seed``, in equal numbers per class, and
     scaled with the standard set's own mean and standard deviation as ``mnist1d.data.make_dataset`` scales
     it. Cached under ``root`` (default ``$NASRL_DATA``); 50,000 take about 30 s to draw."""
-    _check_fresh_test(num_examples, seed)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 10 or num_examples % 10:
+        raise DataError(f"test_examples must be a positive multiple of 10 (as many per class), got {num_examples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed == MNIST1D_SEED:
+        raise DataError(f"test_seed must be an integer other than {MNIST1D_SEED} (the standard set's), got {seed!r}")
     root = Path(root).expanduser() if root is not None else default_root()
 
     def draw() -> dict[str, np.ndarray]:
@@ -161,13 +164,6 @@ def mnist1d_fresh_test(num_examples: int, seed: int, root: str | Path | None = N
 
     a = _npz_cached(root / f"mnist1d_test_{num_examples}_seed{seed}.npz", draw)
     return a["x"], a["y"]
-
-
-def _check_fresh_test(num_examples: object, seed: object) -> None:
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 10 or num_examples % 10:
-        raise DataError(f"test_examples must be a positive multiple of 10 (as many per class), got {num_examples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed == MNIST1D_SEED:
-        raise DataError(f"test_seed must be an integer other than {MNIST1D_SEED} (the standard set's), got {seed!r}")
 
 
 @functools.cache

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from nasrl.env.data import DataError, load_dataset, mnist1d_fresh_test
+from nasrl.env.data import DataError, load_dataset
 from nasrl.env.evaluation import accuracy_of
 from nasrl.env.retrain import load_model
 
@@ -59,14 +59,13 @@ def main() -> None:
     parser.add_argument("--test-seed", type=int, default=0, help="their generator seed (default 0; not 42)")
     args = parser.parse_args()
     n = args.test_examples
-    try:
-        mnist1d_fresh_test(n, args.test_seed)  # drawn (or read from the cache) once, and bad values refused first
-    except DataError as exc:
-        parser.error(str(exc))
     print(f"{'run':<60} {'params':>9} {'standard (1000)':>16} {f'fresh ({n})':>16}")
     tested = []
     for run in args.runs:
-        r = retest(run, n, args.test_seed)
+        try:  # load_dataset refuses bad fresh-test settings before it loads or draws anything
+            r = retest(run, n, args.test_seed)
+        except DataError as exc:
+            parser.error(str(exc))
         tested.append(r)
         stderr = math.sqrt(r["fresh"] * (1 - r["fresh"]) / n)
         differs = r["reported"] is not None and abs(r["standard"] - r["reported"]) > 1e-9
@@ -74,9 +73,13 @@ def main() -> None:
         print(f"{str(run):<60} {r['params']:>9,} {100 * r['standard']:>15.1f}% "
               f"{100 * r['fresh']:>10.2f} ± {100 * stderr:.2f}%{check}")  # fmt: skip
     if len(tested) > 1:  # the spread between the runs (seeds), not a model's sampling error
-        spread = {key: [100 * r[key] for r in tested] for key in ("standard", "fresh")}
-        means = " ".join(f"{statistics.mean(v):>8.2f} ± {statistics.stdev(v):.2f}%" for v in spread.values())
-        print(f"{f'mean ± std of the {len(tested)}':<60} {'':>9} {means}")
+        spread = " ".join(f"{mean_std([100 * r[key] for r in tested]):>15}%" for key in ("standard", "fresh"))
+        print(f"{f'mean ± std of the {len(tested)}':<60} {'':>9} {spread}")
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± standard deviation`` of ``values`` (at least two), two decimals."""
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 if __name__ == "__main__":

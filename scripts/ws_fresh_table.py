@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from nasrl.scripts.retest import retest
+from nasrl.scripts.retest import mean_std, retest
 
 # (label, folder name with {s} for the seed, seeds, seeds whose folder is another row's because the derivation
 # picked the search's own architecture there)
@@ -51,9 +51,8 @@ def main(ws: Path, ref: Path) -> None:
     print("|---|---|---|---|")
     for label, runs in folders.items():
         fresh, standard = column(tested, runs), column(tested, runs, "standard")
-        print(f"| {label} | {' / '.join(f'{f:.2f}' for f in fresh)} | {statistics.mean(fresh):.2f} ± "
-              f"{statistics.stdev(fresh):.2f} | {' / '.join(f'{a:.1f}' for a in standard)} "
-              f"({statistics.mean(standard):.2f}) |")  # fmt: skip
+        print(f"| {label} | {' / '.join(f'{f:.2f}' for f in fresh)} | {mean_std(fresh)} | "
+              f"{' / '.join(f'{a:.1f}' for a in standard)} ({statistics.mean(standard):.2f}) |")  # fmt: skip
 
     averaged = {}
     for first, again in ((PER_CHILD, PER_CHILD_AGAIN), (LSTM, LSTM_AGAIN)):
@@ -65,11 +64,11 @@ def main(ws: Path, ref: Path) -> None:
         averaged[first] = [(x + y) / 2 for x, y in zip(a, b)]
     per_child, lstm = averaged[PER_CHILD], averaged[LSTM]
     gap = statistics.mean(per_child) - statistics.mean(lstm)
-    print(f"\nper-child search {summary(per_child)} against the LSTM with weight sharing {summary(lstm)}, each "
+    print(f"\nper-child search {mean_std(per_child)} against the LSTM with weight sharing {mean_std(lstm)}, each "
           f"architecture averaged over its two retrainings: a gap of {gap:.2f}, "
           f"Welch p = {stats.ttest_ind(per_child, lstm, equal_var=False).pvalue:.3f}")  # fmt: skip
     first_lstm, random = column(tested, folders[LSTM]), column(tested, folders[RANDOM])
-    print(f"LSTM {summary(first_lstm)} against random search with weight sharing {summary(random)}: Welch p = "
+    print(f"LSTM {mean_std(first_lstm)} against random search with weight sharing {mean_std(random)}: Welch p = "
           f"{stats.ttest_ind(first_lstm, random, equal_var=False).pvalue:.3f}")  # fmt: skip
     lower = sum(r["fresh"] < r["standard"] for r in tested.values())
     print(f"{lower} of the {len(tested)} models score less on fresh examples than on the standard ones")
@@ -83,10 +82,6 @@ def main(ws: Path, ref: Path) -> None:
 
 def column(tested: dict[Path, dict], runs: list[Path], key: str = "fresh") -> list[float]:
     return [100 * tested[run][key] for run in runs]
-
-
-def summary(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 if __name__ == "__main__":
