@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 
@@ -64,6 +64,14 @@ def in_space(given: str, space: Any) -> Architecture:
         return space.decode(list(tokens))
     except ValueError as exc:  # RetrainError, SpaceError, or tokens that the search's space cannot decode
         raise SystemExit(f"--score {given}: {exc}") from None
+
+
+class Shortlisted(NamedTuple):
+    """A candidate of ``--standalone-top`` with its stand-alone validation accuracy."""
+
+    standalone: float
+    arch: Architecture
+    params: int
 
 
 def describe(arch: Architecture, params: int) -> str:
@@ -108,12 +116,12 @@ def main() -> None:
             shortlist = []
             for shared, candidate in derived.candidates[: args.standalone_top]:
                 result = trainer.evaluate(candidate, args.child_seed)
-                shortlist.append((result.val_accuracy, shared, candidate, result.params, result.seconds))
+                shortlist.append(Shortlisted(result.val_accuracy, candidate, result.params))
                 print(f"    stand-alone {result.val_accuracy:.4f} (shared {shared:.4f}, {result.seconds:.0f} s): "
                       f"{describe(candidate, result.params)}")  # fmt: skip
-            best = max(shortlist, key=lambda row: row[0])  # ties: the better shared score (listed first)
-            pick = describe(best[2], best[3])
-            print(f"  by stand-alone accuracy among the top {len(shortlist)}: {best[0]:.4f}, {pick}")
+            best = max(shortlist, key=lambda row: row.standalone)  # ties: the better shared score (listed first)
+            pick = describe(best.arch, best.params)
+            print(f"  by stand-alone accuracy among the top {len(shortlist)}: {best.standalone:.4f}, {pick}")
 
 
 if __name__ == "__main__":
