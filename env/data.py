@@ -46,7 +46,10 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def default_root() -> Path:
+def data_root(root: str | Path | None = None) -> Path:
+    """``root`` (``~`` expanded), or else ``$NASRL_DATA``, or else ``~/.cache/nasrl``."""
+    if root is not None:
+        return Path(root).expanduser()
     return Path(os.environ.get("NASRL_DATA", Path.home() / ".cache" / "nasrl"))
 
 
@@ -74,7 +77,7 @@ def load_dataset(
         raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if test_examples is not None and name != "mnist1d":
         raise DataError(f"test_examples draws fresh MNIST-1D examples; data set '{name}' has its own test split")
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = data_root(root)
     # the fresh examples first: mnist1d_fresh_test refuses bad settings before anything is loaded or drawn
     fresh = mnist1d_fresh_test(test_examples, test_seed, root) if test_examples is not None else None
     loader = {"mnist1d": _mnist1d, "digits": _digits, "cifar10": _cifar10, "mnist": _mnist, "fashion_mnist": _fashion}
@@ -155,7 +158,7 @@ def mnist1d_fresh_test(num_examples: int, seed: int, root: str | Path | None = N
         raise DataError(f"test_examples must be a positive multiple of 10 (as many per class), got {num_examples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed == MNIST1D_SEED:
         raise DataError(f"test_seed must be an integer other than {MNIST1D_SEED} (the standard set's), got {seed!r}")
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = data_root(root)
 
     def draw() -> dict[str, np.ndarray]:
         x, y = _mnist1d_raw(num_examples, seed)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from nasrl.controller.runfolder import read_elapsed_minutes, read_history
+from nasrl.scripts.tables import mean_std
 
 CELLS = [
     ("lstm", "searched cell (LSTM controller)"),
@@ -16,13 +16,6 @@ CELLS = [
     ("gru", "GRU"),
     ("rnn_tanh", "tanh RNN"),
 ]
-
-
-def _mean(values: list[float], digits: int) -> str:
-    if not values:
-        return "-"
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def main(out: Path) -> None:
@@ -38,7 +31,7 @@ def main(out: Path) -> None:
                     values.append(r[key])
                     params.add(f"{r['params'] / 1000:.0f}k")
         print(f"| {label} | {'/'.join(sorted(params)) or '-'} | {', '.join(f'{p:.1f}' for p in ppl)} | "
-              f"{_mean(ppl, 1)} | {', '.join(f'{b:.3f}' for b in bpc)} | {_mean(bpc, 3)} |")  # fmt: skip
+              f"{mean_std(ppl, 1)} | {', '.join(f'{b:.3f}' for b in bpc)} | {mean_std(bpc, 3)} |")  # fmt: skip
     print("\n| search | seed | distinct cells | wall-clock minutes | best validation perplexity | cell |")
     print("|---|---|---|---|---|---|")
     for name in ("lstm", "random"):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from nasrl.controller.runfolder import read_elapsed_minutes, read_history
+from nasrl.scripts.tables import mean_std
 
 PUBLISHED = [("logistic regression", 32), ("MLP", 68), ("CNN", 94), ("GRU", 91), ("human", 96)]
 
@@ -29,8 +29,7 @@ def main(out: Path) -> None:
                 best = max(float(r["val_accuracy"]) for r in distinct)
                 notes.append(f"{len(distinct)}, {minutes:.1f}, {best:.4f}")
         if accs:
-            mean = f"{statistics.mean(accs):.2f}" + (f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
-            print(f"| {label} | {', '.join(f'{a:.1f}' for a in accs)} | {mean} | {'; '.join(notes) or '-'} |")
+            print(f"| {label} | {', '.join(f'{a:.1f}' for a in accs)} | {mean_std(accs)} | {'; '.join(notes) or '-'} |")
     for name, acc in PUBLISHED:
         print(f"| {name} (MNIST-1D paper) | - | {acc} | - |")
     for name in ("lstm", "random"):

@@ -18,13 +18,13 @@ import argparse
 import functools
 import json
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from nasrl.env.data import DataError, load_dataset
 from nasrl.env.evaluation import accuracy_of
 from nasrl.env.retrain import load_model
+from nasrl.scripts.tables import mean_std
 
 
 def retest(run: Path, test_examples: int, test_seed: int) -> dict[str, Any]:
@@ -75,11 +75,6 @@ def main() -> None:
     if len(tested) > 1:  # the spread between the runs (seeds), not a model's sampling error
         spread = " ".join(f"{mean_std([100 * r[key] for r in tested]):>15}%" for key in ("standard", "fresh"))
         print(f"{f'mean ± std of the {len(tested)}':<60} {'':>9} {spread}")
-
-
-def mean_std(values: list[float]) -> str:
-    """``mean ± standard deviation`` of ``values`` (at least two), two decimals."""
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 if __name__ == "__main__":

@@ -18,23 +18,24 @@ from pathlib import Path
 
 from scipy import stats
 
-from nasrl.scripts.retest import mean_std, retest
+from nasrl.scripts.retest import retest
+from nasrl.scripts.tables import mean_std
 
-# (label, folder name with {s} for the seed, seeds, seeds whose folder is another row's because the derivation
-# picked the search's own architecture there)
+# (label, folder name with {s} for the seed and {ws} / {ref} for the two folders, seeds, seeds whose folder is
+# another row's because the derivation picked the search's own architecture there)
 ROWS = (
-    ("per-child search, today's code", "REF/retrain_lstm_{s}", (0, 1, 2), {}),
-    ("the same architectures retrained with seeds 5 to 7", "REF/retrain2_lstm_{s}", (0, 1, 2), {}),
-    ("ENAS: LSTM, 5 per update, no self-imitation", "WS/retrain_lstm_batch5_{s}", range(5), {}),
-    ("the same architectures retrained with seeds 5 to 9", "WS/retrain2_lstm_batch5_{s}", range(5), {}),
-    ("its 3 best shared scores trained stand-alone", "WS/retrain_lstm_batch5_shortlist_{s}", range(5),
-     {2: "WS/retrain_lstm_batch5_2"}),
-    ("its best shared score of 300 samples", "WS/retrain_lstm_batch5_d300_{s}", range(5),
-     {1: "WS/retrain_lstm_batch5_1"}),
-    ("random search with weight sharing", "WS/retrain_random_{s}", range(5), {}),
-    ("ENAS: LSTM, the controller's defaults", "WS/retrain_lstm_{s}", range(3), {}),
-    ("ENAS: LSTM with ENAS's controller settings", "WS/retrain_lstm_enas_{s}", range(3), {}),
-    ("random search with weight sharing, depth_power=2", "WS/retrain_random_depth2_{s}", range(3), {}),
+    ("per-child search, today's code", "{ref}/retrain_lstm_{s}", (0, 1, 2), {}),
+    ("the same architectures retrained with seeds 5 to 7", "{ref}/retrain2_lstm_{s}", (0, 1, 2), {}),
+    ("ENAS: LSTM, 5 per update, no self-imitation", "{ws}/retrain_lstm_batch5_{s}", range(5), {}),
+    ("the same architectures retrained with seeds 5 to 9", "{ws}/retrain2_lstm_batch5_{s}", range(5), {}),
+    ("its 3 best shared scores trained stand-alone", "{ws}/retrain_lstm_batch5_shortlist_{s}", range(5),
+     {2: "{ws}/retrain_lstm_batch5_2"}),
+    ("its best shared score of 300 samples", "{ws}/retrain_lstm_batch5_d300_{s}", range(5),
+     {1: "{ws}/retrain_lstm_batch5_1"}),
+    ("random search with weight sharing", "{ws}/retrain_random_{s}", range(5), {}),
+    ("ENAS: LSTM, the controller's defaults", "{ws}/retrain_lstm_{s}", range(3), {}),
+    ("ENAS: LSTM with ENAS's controller settings", "{ws}/retrain_lstm_enas_{s}", range(3), {}),
+    ("random search with weight sharing, depth_power=2", "{ws}/retrain_random_depth2_{s}", range(3), {}),
 )  # fmt: skip
 PER_CHILD, PER_CHILD_AGAIN, LSTM, LSTM_AGAIN, RANDOM = (ROWS[i][0] for i in (0, 1, 2, 3, 6))
 TEST_EXAMPLES, TEST_SEED = 50000, 0
@@ -42,8 +43,7 @@ TEST_EXAMPLES, TEST_SEED = 50000, 0
 
 def main(ws: Path, ref: Path) -> None:
     folders = {
-        label: [Path(subs.get(s, pattern.format(s=s)).replace("WS", str(ws), 1).replace("REF", str(ref), 1))
-                for s in seeds]
+        label: [Path(subs.get(s, pattern).format(s=s, ws=ws, ref=ref)) for s in seeds]
         for label, pattern, seeds, subs in ROWS
     }  # fmt: skip
     tested = {run: retest(run, TEST_EXAMPLES, TEST_SEED) for runs in folders.values() for run in runs}

@@ -6,11 +6,11 @@ python scripts/ws_table.py [FOLDER] [SEED ...]      # seeds 0 1 2 unless given
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from nasrl.controller.runfolder import read_best
+from nasrl.scripts.tables import mean_std
 
 SEEDS = (0, 1, 2)  # what scripts/ws_result.sh runs unless told
 
@@ -41,9 +41,8 @@ def main(out: Path, seeds: tuple[int, ...] = SEEDS) -> None:
             shared.append(f"{best['val_accuracy']:.4f}")
         if not accs:
             continue
-        spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
         print(
-            f"| {label} | {' / '.join(f'{a:.1f}' for a in accs)} | {statistics.mean(accs):.2f}{spread} | "
+            f"| {label} | {' / '.join(f'{a:.1f}' for a in accs)} | {mean_std(accs)} | "
             f"{' / '.join(params)} | {' / '.join(minutes)} | {' / '.join(shared)} |"
         )
 
