@@ -23,6 +23,11 @@ from typing import Any, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from nasrl.env.evaluators.base import require_positive
+from nasrl.env.evaluators.child_trainer import OPTIMIZERS, SCHEDULES
+from nasrl.env.evaluators.device import resolve_device
+from nasrl.env.evaluators.lm import LM_OPTIMIZERS
+
 PRIMITIVES = (int, float, bool, str)
 
 
@@ -165,6 +170,79 @@ class BenchmarkConfig:
     benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
 
 
+# --- nasrl-retrain's recipes (conf/retrain.yaml) -----------------------------------------------------------
+
+
+@dataclass
+class Recipe:
+    """How the final model is trained (``conf/retrain.yaml``, group ``retrain``)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 0.01  # the peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    num_threads: int | None = None  # torch threads; null: torch's default
+    device: str = "auto"  # auto: the first GPU if torch sees one, else the CPU; cpu, cuda, cuda:N
+    amp: bool = False  # mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU
+
+    def __post_init__(self) -> None:
+        require_positive({"epochs": self.epochs, "batch_size": self.batch_size}, "retrain.")
+        _check_device(self, "retrain")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"retrain.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"retrain.lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"retrain.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+def _check_device(recipe: Any, section: str) -> None:
+    """``device`` must name a device this machine has (a one-line error naming the key, value and choices)."""
+    try:
+        resolve_device(recipe.device)
+    except ValueError as exc:
+        raise ValueError(f"{section}.{exc}") from None
+
+
+@dataclass
+class LMRecipe:
+    """How a recurrent cell is retrained as a language model (``conf/retrain.yaml``, group ``lm``).
+
+    ``params``: the parameter count every cell is sized to (the hidden size is searched for it), so
+    cells compare at equal parameters; null uses ``hidden_size`` as it is."""
+
+    epochs: int = 4
+    params: int | None = 500000
+    hidden_size: int = 128
+    num_layers: int = 1
+    batch_size: int = 32
+    bptt: int = 35
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    dropout: float = 0.2
+    grad_clip: float = 0.25
+    num_threads: int | None = None
+    device: str = "auto"  # as Recipe.device; no amp for language models (see LanguageModelTrainer)
+
+    def __post_init__(self) -> None:
+        keys = ("epochs", "hidden_size", "num_layers", "batch_size", "bptt")
+        require_positive({key: getattr(self, key) for key in keys}, "lm.")
+        _check_device(self, "lm")
+        if self.params is not None and self.params < 1000:
+            raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")
+        if self.optimizer not in LM_OPTIMIZERS:
+            raise ValueError(f"lm.optimizer must be one of {list(LM_OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (self.lr > 0 and self.grad_clip > 0):
+            raise ValueError(f"lm.lr and lm.grad_clip must be positive, got {self.lr!r} and {self.grad_clip!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lm.dropout must be in [0, 1), got {self.dropout!r}")
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (the entry points and tests call this before composing)."""
     from nasrl.controller.evolution import EvolutionPolicy
@@ -172,13 +250,13 @@ def register_configs() -> None:
     from nasrl.controller.lstm import LSTMPolicy
     from nasrl.controller.random_search import RandomPolicy
     from nasrl.env.childnet import ChildNetEnv
-    from nasrl.env.evaluation import ChildTrainer, TokenMatchEvaluator
-    from nasrl.env.lm import LanguageModelTrainer
+    from nasrl.env.evaluators.child_trainer import ChildTrainer
+    from nasrl.env.evaluators.lm import LanguageModelTrainer
+    from nasrl.env.evaluators.stopping import MedianStoppingRule
+    from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+    from nasrl.env.evaluators.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
     from nasrl.env.nb201 import NASBench201Env
-    from nasrl.env.retrain import LMRecipe, Recipe
     from nasrl.env.rewards import CostObjective
-    from nasrl.env.stopping import MedianStoppingRule
-    from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
 
     # stopping: a node that exists (enabled: false), so that env.evaluator.stopping.enabled=true is one override
     stopping = schema_of(MedianStoppingRule)
@@ -212,14 +290,14 @@ def register_configs() -> None:
 
 def dataset_schema() -> type:
     """The keys of ``env.evaluator.dataset`` and of ``nasrl-retrain dataset=...``: ``load_dataset``'s."""
-    from nasrl.env.data import load_dataset
+    from nasrl.env.evaluators.data import load_dataset
 
     return schema_of(load_dataset, with_target=False)
 
 
 def corpus_schema() -> type:
     """The keys of ``env.evaluator.dataset`` of ``env=lm``: ``load_corpus``'s."""
-    from nasrl.env.text import load_corpus
+    from nasrl.env.evaluators.text import load_corpus
 
     return schema_of(load_corpus, with_target=False)
 

@@ -414,7 +414,7 @@ def architecture_figure(arch: dict[str, Any], title: str) -> Any:
 def _cell_figure(ops: list[str], title: str) -> Any:
     """NAS-Bench-201's cell: nodes 0 (input) to 3 (output), an arrow per edge with its operation (``none``,
     which cuts the edge, dotted)."""
-    from nasrl.env.nb201 import EDGES
+    from nasrl.env.spaces.nb201_cell import EDGES
 
     figure = _figure(7.0, 3.0)
     ax = figure.add_axes((0.0, 0.0, 1.0, 0.88))

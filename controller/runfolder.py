@@ -3,7 +3,7 @@
 A search's Hydra run folder holds ``.hydra/config.yaml`` (the composed config), ``history.csv`` (a row per
 episode, appended as it ends), ``best.json`` (rewritten when it changes), ``checkpoint.pt`` (policy,
 random states and the loop's state, rewritten atomically after every round and once before the first)
-and ``cache.sqlite`` (every child result, ``env/cache.py``). ``retrain``, the resume of ``nasrl-train``
+and ``cache.sqlite`` (every child result, ``env/evaluators/cache.py``). ``retrain``, the resume of ``nasrl-train``
 and the result scripts read runs through the functions at the end of this module, which also read folders
 written before the package was called ``nasrl`` (see :func:`read_config`).
 """

@@ -29,8 +29,9 @@ from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
-from nasrl.env.evaluation import torch_threads
-from nasrl.env.parallel import InProcessRunner, OrderedRunner
+from nasrl.env.runners.clock import OrderedRunner
+from nasrl.env.runners.local import InProcessRunner
+from nasrl.env.threads import torch_threads
 
 __all__ = ["SearchError", "SearchState", "play_episode", "run_search"]
 
@@ -60,7 +61,7 @@ def run_search(
     spent over all sessions of the run.
 
     With ``run_dir``, writes the run folder's files and TensorBoard events; with ``resume``, continues from
-    its checkpoint. ``runner`` (``env/parallel.py``; default: one child after another in this process) trains
+    its checkpoint. ``runner`` (``env/runners/``; default: one child after another in this process) trains
     a round's children, ``workers`` of them at once. An environment without ``defer_training`` trains each
     child in its last step, one round being one episode. ``mode="async"`` keeps ``workers`` children in
     training at all times instead (see :func:`_search_async`); ``completion_order`` (a run folder or its

@@ -35,8 +35,8 @@ from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchState
 from nasrl.controller.search import play_episode
-from nasrl.env.evaluation import torch_threads
-from nasrl.env.space import Architecture
+from nasrl.env.spaces.space import Architecture
+from nasrl.env.threads import torch_threads
 
 
 @dataclass
@@ -60,7 +60,7 @@ def run_weight_sharing_search(
     progress: bool = False,
     hparams: dict[str, Any] | None = None,
 ) -> tuple[SearchState, Derived]:
-    """Run ENAS's schedule with the environment's :class:`~nasrl.env.weight_sharing.SharedWeightsTrainer`
+    """Run ENAS's schedule with the environment's :class:`~nasrl.env.evaluators.weight_sharing.SharedWeightsTrainer`
     (``env.unwrapped.evaluator``): epochs of the two phases until the evaluator's ``epochs`` are done or (checked
     between epochs) ``max_minutes`` have passed over all sessions, then the derivation. With ``run_dir``, writes
     the run folder and TensorBoard events; with ``resume``, continues from its checkpoint."""

@@ -2,7 +2,7 @@
 
 - ``nasrl/ChildNet-v0``: each step emits one layer hyperparameter; the last step trains the child
   network and rewards its validation accuracy (:class:`nasrl.env.childnet.ChildNetEnv`). With the
-  ``rnn_cell`` space and :class:`nasrl.env.lm.LanguageModelTrainer` it searches recurrent cells for
+  ``rnn_cell`` space and :class:`nasrl.env.evaluators.lm.LanguageModelTrainer` it searches recurrent cells for
   language modelling, rewarded from the validation perplexity (``env=lm``).
 - ``nasrl/NASBench201-v0``: the NAS-Bench-201 cell, rewarded from a lookup table
   (:class:`nasrl.env.nb201.NASBench201Env`; pass ``table=PATH``).
@@ -11,9 +11,11 @@
 from gymnasium.envs.registration import register, registry
 
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import ChildTrainer, EvalResult, TokenMatchEvaluator
-from nasrl.env.lm import LanguageModelTrainer
-from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
+from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.evaluators.lm import LanguageModelTrainer
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.spaces.space import Architecture, SearchSpace, SpaceError, load_space
 
 if "nasrl/ChildNet-v0" not in registry:
     register(id="nasrl/ChildNet-v0", entry_point="nasrl.env.childnet:ChildNetEnv")

@@ -14,13 +14,13 @@ offer to be searched by the same loop):
   ``reward_transform(val_accuracy)``, or of the evaluator's ``score`` where it gives one (a language
   model's ``c / perplexity**2``). Its ``info`` holds the decoded architecture and the scores.
 
-An evaluator may hold weights for the whole space (weight sharing, ``env/weight_sharing.py``): the
+An evaluator may hold weights for the whole space (weight sharing, ``env/evaluators/weight_sharing.py``): the
 environment hands it the space (``evaluator.use_space``) and, as its ``cacheable = False`` says, never
 caches its scores, which change as the shared weights train.
 
 To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
 round of episodes whose last steps only queue their children, trains the queue with
-:meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/parallel.py``), then plays
+:meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/runners/``), then plays
 the same episodes again: their last steps now read the results from the cache. The asynchronous search
 takes each queued child at once (:meth:`ChildNetEnv.take_deferred`), trains it, stores its result
 (:meth:`ChildNetEnv.store_result`) and replays its episode when it is done.
@@ -37,12 +37,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from nasrl.env.cache import EvaluationCache, cache_key
-from nasrl.env.cost import CostMeter, LatencySettings, can_measure
-from nasrl.env.evaluation import ChildTrainer, EvalResult, Evaluator
-from nasrl.env.parallel import InProcessRunner, Job, safe_evaluate
+from nasrl.env.evaluators.base import EvalResult, Evaluator
+from nasrl.env.evaluators.cache import EvaluationCache, cache_key
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.evaluators.cost import CostMeter, LatencySettings, can_measure
 from nasrl.env.rewards import REWARD_TRANSFORMS, CostObjective, get_reward_transform
-from nasrl.env.space import Architecture, Decision, DecisionType, SearchSpace, load_space
+from nasrl.env.runners.local import InProcessRunner, Job, safe_evaluate
+from nasrl.env.spaces.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
 class ChildNetEnv(gym.Env):

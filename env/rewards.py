@@ -42,7 +42,7 @@ class CostObjective:
             ``history.csv`` and ``pareto.csv`` have it); latency is measured only for this or that metric.
         latency_batch_size, latency_repeats, latency_warmup, latency_threads: how latency is measured: the
             median of ``latency_repeats`` forward passes of a batch of ``latency_batch_size`` random inputs,
-            after ``latency_warmup`` passes, with ``latency_threads`` torch threads (``env/cost.py``).
+            after ``latency_warmup`` passes, with ``latency_threads`` torch threads (``env/evaluators/cost.py``).
 
     A subclass may change :meth:`factor` (another trade-off) and keep everything else.
     """

@@ -34,9 +34,9 @@ from scipy import stats
 
 from nasrl.controller.search import play_episode
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import ChildTrainer
-from nasrl.env.parallel import make_runner
-from nasrl.env.space import Architecture
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.runners import make_runner
+from nasrl.env.spaces.space import Architecture
 from nasrl.scripts.bench_weight_sharing import sample_distinct
 
 DEFAULT_SETTINGS = [

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 
-from nasrl.controller.build import build_env, build_policy, register_configs
+from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.search import run_search
-from nasrl.env.networks import build_network
-from nasrl.env.parallel import make_runner
+from nasrl.env.runners import make_runner
+from nasrl.env.spaces.networks import build_network
+from nasrl.scripts.app import register_configs
 
 # The plain CNN of the README (4 conv layers of 64 filters, kernel 5, strides 1,2,1,2) in cnn1d tokens.
 PLAIN_CNN = [3, 4, 1, 0, 0, 1, 4, 1, 1, 0, 0, 1, 4, 1, 0, 0, 0, 0, 1, 4, 1, 1, 0]

@@ -6,13 +6,13 @@
 
 Every search is real: the controller, its proposals and the rewards (the NAS-Bench-201 table's, or, without
 ``--table``, the synthetic token-match score). Only the children's training time is simulated
-(:class:`~nasrl.env.simulated.SimulatedDurations`): each child waits its duration, drawn from the child
+(:class:`~nasrl.env.runners.durations.SimulatedDurations`): each child waits its duration, drawn from the child
 training times measured on MNIST-1D (``--durations mnist1d``) or modelled from the cell's FLOPs
 (``--durations flops``), times ``--time-scale``, without using the CPU. So a 2-core machine can run 64
 workers: what is measured is the scheduling, the rounds and the controller, not the arithmetic.
 
 Backends: ``process`` (``search.workers`` worker processes), ``ray`` (a local Ray with as many logical CPUs as
-workers: Ray accepts more than the machine has) and ``virtual`` (:class:`~nasrl.env.parallel.VirtualClockRunner`:
+workers: Ray accepts more than the machine has) and ``virtual`` (:class:`~nasrl.env.runners.clock.VirtualClockRunner`:
 the same schedule on a simulated clock, free of any overhead, the ceiling of each mode). The worker pool (or
 Ray) starts and trains one warm-up round before the clock starts; each search then runs ``--per-worker``
 architectures per worker (at least ``--min-budget``).
@@ -49,9 +49,11 @@ from nasrl.controller.policy import Policy, TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import MODES, run_search
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import TokenMatchEvaluator
-from nasrl.env.parallel import ProcessRunner, RayRunner, VirtualClockRunner
-from nasrl.env.simulated import DURATIONS, SimulatedDurations
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.runners.clock import VirtualClockRunner
+from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
+from nasrl.env.runners.local import ProcessRunner
+from nasrl.env.runners.ray_runner import RayRunner
 
 BACKENDS = ("process", "ray", "virtual")
 STRATEGIES = ("random", "evolution", "lstm")
@@ -62,7 +64,8 @@ def env_maker(table: Path | None) -> Callable[[], ChildNetEnv]:
     """A fresh environment for each search (an empty cache: every search trains its own children), over
     NAS-Bench-201 when its table exists (loaded once, shared), else the synthetic one (cnn1d space)."""
     if table is not None and table.exists():
-        from nasrl.env.nb201 import NASBench201Env, NB201Table
+        from nasrl.env.evaluators.nb201_table import NB201Table
+        from nasrl.env.nb201 import NASBench201Env
 
         loaded = NB201Table(table)
         return lambda: NASBench201Env(loaded)

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from nasrl.env.evaluation import ChildTrainer
-from nasrl.env.space import DEPTH, SearchSpace, load_space
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.spaces.space import DEPTH, SearchSpace, load_space
 
 # The budgets of the shipped configs (conf/env/*.yaml): epochs, batch size.
 BUDGETS: dict[str, tuple[int, int]] = {"mnist1d": (10, 128), "digits": (20, 64)}

@@ -31,10 +31,10 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import play_episode
 from nasrl.controller.weight_sharing import sample_architecture
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import TokenMatchEvaluator
-from nasrl.env.parallel import ProcessRunner
-from nasrl.env.space import Architecture
-from nasrl.env.weight_sharing import SharedWeightsTrainer
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.evaluators.weight_sharing import SharedWeightsTrainer
+from nasrl.env.runners.local import ProcessRunner
+from nasrl.env.spaces.space import Architecture
 
 
 def sample_distinct(space: str, count: int, seed: int) -> list[Architecture]:

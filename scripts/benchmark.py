@@ -24,19 +24,12 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nasrl.controller.build import (
-    build_env,
-    build_policy,
-    register_configs,
-    report,
-    run_app,
-    seed_everything,
-    stops_on_bad_input,
-)
+from nasrl.controller.build import build_env, build_policy, seed_everything
 from nasrl.controller.pareto import hypervolume
 from nasrl.controller.search import MODES, run_search
-from nasrl.env.parallel import VirtualClockRunner
-from nasrl.env.simulated import DURATIONS, SimulatedDurations
+from nasrl.env.runners.clock import VirtualClockRunner
+from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
+from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

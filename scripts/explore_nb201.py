@@ -37,7 +37,8 @@ from scipy.stats import norm
 
 from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
-from nasrl.env.nb201 import OPS, SPACE, NB201Table
+from nasrl.env.evaluators.nb201_table import NB201Table
+from nasrl.env.spaces.nb201_cell import OPS, SPACE
 
 EDGES = SPACE["depth"]
 SPEC = TokenSpec(("op",), ("categorical",), (tuple(OPS),), len(OPS), EDGES)

@@ -32,9 +32,10 @@ import time
 import numpy as np
 import torch
 
-from nasrl.env.evaluation import ChildTrainer, available_cores
-from nasrl.env.parallel import ProcessRunner
-from nasrl.env.space import load_space
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.threads import available_cores
+from nasrl.env.runners.local import ProcessRunner
+from nasrl.env.spaces.space import load_space
 
 n = int(os.environ["CHILDREN"])
 gpu_workers = int(os.environ["GPU_WORKERS"])

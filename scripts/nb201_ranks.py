@@ -23,7 +23,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nasrl.controller.build import register_configs
+from nasrl.scripts.app import register_configs
 from nasrl.scripts.benchmark import best_so_far, search_once
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -21,9 +21,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nasrl.env.data import DataError, load_dataset
-from nasrl.env.evaluation import accuracy_of
-from nasrl.env.retrain import load_model
+from nasrl.env.evaluators.child_trainer import accuracy_of
+from nasrl.env.evaluators.data import DataError, load_dataset
+from nasrl.scripts.retraining import load_model
 from nasrl.scripts.tables import mean_std
 
 

@@ -9,7 +9,7 @@
     nasrl-retrain arch=lstm                             # a standard cell (lstm, gru, rnn_tanh) on the corpus
 
 Writes into its run folder (outputs/retrain/DATE/TIME): model.pt (weights and architecture; load it with
-``nasrl.env.retrain.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*``
+``nasrl.scripts.retraining.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*``
 tags: train_loss, and test_accuracy, or test_perplexity and test_bpc for language models).
 """
 
@@ -24,11 +24,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nasrl.controller.build import register_configs, report, run_app, seed_everything, stops_on_bad_input
-from nasrl.env.data import load_dataset
-from nasrl.env.retrain import LMRecipe, Recipe, resolve_architecture, retrain, retrain_language_model, save_model
-from nasrl.env.rnn import RECURRENT_NETWORKS
-from nasrl.env.text import load_corpus
+from nasrl.conf.schema import LMRecipe, Recipe
+from nasrl.controller.build import seed_everything
+from nasrl.env.evaluators.data import load_dataset
+from nasrl.env.evaluators.text import load_corpus
+from nasrl.env.spaces.rnn import RECURRENT_NETWORKS
+from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
+from nasrl.scripts.retraining import resolve_architecture, retrain, retrain_language_model, save_model
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="retrain", version_base="1.3")
@@ -57,7 +59,7 @@ def _run(cfg: DictConfig) -> None:
     summary |= {"architecture": arch.describe() or arch.network, "tokens": list(arch.tokens), "source": source,
                 "dataset": dataset, "seed": cfg.seed}  # fmt: skip
     (out / "result.json").write_text(json.dumps(summary, indent=2))
-    report(f"model: {out / 'model.pt'}  (nasrl.env.retrain.load_model(path) returns the nn.Module)")
+    report(f"model: {out / 'model.pt'}  (nasrl.scripts.retraining.load_model(path) returns the nn.Module)")
 
 
 def _classifier(cfg: DictConfig, arch: Any, dataset: dict, source: str, out: Path, writer: Any) -> dict[str, Any]:

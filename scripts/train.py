@@ -21,20 +21,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nasrl.controller.build import (
-    build_env,
-    build_policy,
-    build_runner,
-    register_configs,
-    report,
-    run_app,
-    seed_everything,
-    stops_on_bad_input,
-)
+from nasrl.controller.build import build_env, build_policy, build_runner, seed_everything
 from nasrl.controller.monitor import env_hparams
 from nasrl.controller.runfolder import resume_config
 from nasrl.controller.search import run_search
 from nasrl.controller.weight_sharing import run_weight_sharing_search
+from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="config", version_base="1.3")

@@ -7,6 +7,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 tree="$(mktemp -d)"
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/nasrl"
-for part in env controller conf; do ln -s "$root/$part" "$tree/nasrl/$part"; done
+for part in env controller conf scripts; do ln -s "$root/$part" "$tree/nasrl/$part"; done
 cd "$tree"
 MYPYPATH="$tree" mypy --config-file "$root/pyproject.toml" -p nasrl.env -p nasrl.controller

@@ -33,9 +33,9 @@ from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchError, load_checkpoint, read_best, read_config
 from nasrl.controller.weight_sharing import derive
-from nasrl.env.evaluation import ChildTrainer
-from nasrl.env.retrain import resolve_architecture
-from nasrl.env.space import Architecture
+from nasrl.env.evaluators.child_trainer import ChildTrainer
+from nasrl.env.spaces.space import Architecture
+from nasrl.scripts.retraining import resolve_architecture
 
 
 def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:

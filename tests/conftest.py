@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasrl.env.space import SearchSpace
+from nasrl.env.spaces.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRATCH = Path(tempfile.mkdtemp(prefix="nasrl-tests-"))

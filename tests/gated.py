@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from nasrl.env import EvalResult, TokenMatchEvaluator
-from nasrl.env.space import Architecture
+from nasrl.env.spaces.space import Architecture
 
 
 class GatedEvaluator(TokenMatchEvaluator):

@@ -17,8 +17,9 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_completions, read_history
 from nasrl.controller.search import run_search
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import TokenMatchEvaluator
-from nasrl.env.parallel import ProcessRunner, VirtualClockRunner
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.runners.clock import VirtualClockRunner
+from nasrl.env.runners.local import ProcessRunner
 from tests.conftest import TOY_SPACE, TOY_TARGET
 
 COLUMNS = ("tokens", "reward", "proposal", "staleness", "reused")

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from conftest import run_script
-from nasrl.controller.build import register_configs
+from nasrl.scripts.app import register_configs
 from nasrl.scripts.benchmark import plot_curves
 
 COLUMN = "valid_acc_200ep"

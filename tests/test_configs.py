@@ -7,9 +7,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from nasrl.controller.build import build_env, build_policy, register_configs
+from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.policy import Policy
-from nasrl.env.data import DataError
+from nasrl.env.evaluators.data import DataError
+from nasrl.scripts.app import register_configs
 
 CONTROLLERS = sorted(p.stem for p in (ROOT / "conf" / "controller").glob("*.yaml"))
 ENVS = sorted(p.stem for p in (ROOT / "conf" / "env").glob("*.yaml"))

@@ -12,17 +12,20 @@ from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_script
-from nasrl.controller.build import build_env, register_configs
+from nasrl.controller.build import build_env
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import run_search
-from nasrl.env.cache import EvaluationCache
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import EvalResult, TokenMatchEvaluator
-from nasrl.env.nb201 import EDGES, OPS, NASBench201Env, arch_string, cell_costs, measure_cell
-from nasrl.env.networks import build_network, count_parameters
+from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.cache import EvaluationCache
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.nb201 import NASBench201Env
 from nasrl.env.rewards import CostObjective
-from nasrl.env.space import Architecture
+from nasrl.env.spaces.nb201_cell import EDGES, OPS, arch_string, cell_costs, measure_cell
+from nasrl.env.spaces.networks import build_network, count_parameters
+from nasrl.env.spaces.space import Architecture
+from nasrl.scripts.app import register_configs
 
 # mlp space tokens: depth index (depth 1), units index, activation index
 SMALL, LARGE = [0, 0, 0], [0, 4, 0]  # one hidden layer of 32 / 512 units

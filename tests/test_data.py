@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nasrl.env.data import IDX_FILES, DataError, load_dataset
+from nasrl.env.evaluators.data import IDX_FILES, DataError, load_dataset
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -109,7 +109,7 @@ def test_unknown_data_set_lists_the_accepted_ones() -> None:
 
 @pytest.mark.slow
 def test_fresh_mnist1d_test_examples_come_from_the_standard_sets_generator_and_scaling(tmp_path) -> None:
-    from nasrl.env.data import MNIST1D_SEED, _mnist1d, _mnist1d_raw, mnist1d_fresh_test
+    from nasrl.env.evaluators.data import MNIST1D_SEED, _mnist1d, _mnist1d_raw, mnist1d_fresh_test
 
     # drawn as make_dataset draws, the standard seed gives the standard 5000 examples, bit for bit
     x, y = _mnist1d_raw(5000, MNIST1D_SEED)

@@ -15,16 +15,18 @@ import pytest
 import torch
 
 from conftest import random_tokens, run_script
+from nasrl.conf.schema import LMRecipe, Recipe
 from nasrl.env import EvalResult
-from nasrl.env import parallel as parallel_module
-from nasrl.env.data import Dataset, load_dataset
-from nasrl.env.device import resolve_device, worker_device
-from nasrl.env.evaluation import ChildTrainer, accuracy_of
-from nasrl.env.lm import LanguageModelTrainer
-from nasrl.env.parallel import ProcessRunner, make_runner
-from nasrl.env.retrain import LMRecipe, Recipe, load_model, retrain, retrain_language_model, save_model
-from nasrl.env.space import Architecture, load_space
-from nasrl.env.text import load_corpus
+from nasrl.env.runners import local as parallel_module
+from nasrl.env.evaluators.child_trainer import ChildTrainer, accuracy_of
+from nasrl.env.evaluators.data import Dataset, load_dataset
+from nasrl.env.evaluators.device import resolve_device, worker_device
+from nasrl.env.evaluators.lm import LanguageModelTrainer
+from nasrl.env.evaluators.text import load_corpus
+from nasrl.env.runners import make_runner
+from nasrl.env.runners.local import ProcessRunner
+from nasrl.env.spaces.space import Architecture, load_space
+from nasrl.scripts.retraining import load_model, retrain, retrain_language_model, save_model
 
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA = "device='cuda', but this torch"

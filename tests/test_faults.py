@@ -155,7 +155,7 @@ FORK_SERVER = """
 import json, os, sys
 from nasrl.scripts import train
 # imported on first use by every search: once here, not in each fork
-import matplotlib.pyplot, torch.utils.tensorboard, nasrl.controller.pareto, nasrl.env.cost
+import matplotlib.pyplot, torch.utils.tensorboard, nasrl.controller.pareto, nasrl.env.evaluators.cost
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:

@@ -15,12 +15,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT, random_tokens, run_script
 from nasrl.env import ChildNetEnv
-from nasrl.env.data import DataError
-from nasrl.env.lm import LanguageModelTrainer, evaluate_language_model, train_language_model
-from nasrl.env.retrain import load_model
-from nasrl.env.rnn import MAX_STATE_NORM, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
-from nasrl.env.space import SHIPPED_SPACES, load_space, shipped_spaces
-from nasrl.env.text import EOS, UNK, load_corpus
+from nasrl.env.evaluators.data import DataError
+from nasrl.env.evaluators.lm import LanguageModelTrainer, evaluate_language_model, train_language_model
+from nasrl.env.evaluators.text import EOS, UNK, load_corpus
+from nasrl.env.spaces.rnn import MAX_STATE_NORM, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
+from nasrl.env.spaces.space import SHIPPED_SPACES, load_space, shipped_spaces
+from nasrl.scripts.retraining import load_model
 
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
 RECURRENT_SPACES = [s for s in shipped_spaces() if load_space(s).network == "rnn_cell"]
@@ -127,7 +127,7 @@ def test_input_choices_beyond_the_earlier_nodes_are_masked_and_refused(tmp_path)
 
 
 def test_a_recurrent_space_file_is_checked(tmp_path) -> None:
-    from nasrl.env.space import SpaceError
+    from nasrl.env.spaces.space import SpaceError
 
     bad = {"name": "b", "network": "rnn_cell", "depth": 3, "layer": [{"name": "activation", "choices": ["tanh"]}]}
     with pytest.raises(SpaceError, match="node_inputs"):

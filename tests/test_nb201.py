@@ -16,7 +16,9 @@ from nasrl.controller.evolution import EvolutionPolicy
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import run_search
-from nasrl.env.nb201 import EDGES, NUM_CELLS, OPS, NASBench201Env, TableError, arch_string, parse_arch_string
+from nasrl.env.evaluators.nb201_table import TableError, parse_arch_string
+from nasrl.env.nb201 import NASBench201Env
+from nasrl.env.spaces.nb201_cell import EDGES, NUM_CELLS, OPS, arch_string
 
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
 needs_shared_table = pytest.mark.skipif(not SHARED_TABLE.exists(), reason=f"{SHARED_TABLE} is absent")

@@ -19,8 +19,9 @@ from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import run_search
 from nasrl.env import ChildNetEnv, EvalResult, TokenMatchEvaluator
-from nasrl.env.cache import EvaluationCache
-from nasrl.env.parallel import ProcessRunner, longest_first, make_runner
+from nasrl.env.evaluators.cache import EvaluationCache
+from nasrl.env.runners import make_runner
+from nasrl.env.runners.local import ProcessRunner, longest_first
 
 KILL_TOKENS = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # the toy-space architecture whose worker dies
 
@@ -245,7 +246,7 @@ def test_a_repeated_search_against_the_same_cache_trains_nothing(tmp_path) -> No
 KILLED_SEARCH = """
 import os, sys, time
 from nasrl.env import ChildNetEnv, TokenMatchEvaluator
-from nasrl.env.parallel import ProcessRunner
+from nasrl.env.runners.local import ProcessRunner
 if __name__ == "__main__":
     env = ChildNetEnv({space!r}, evaluator=TokenMatchEvaluator([0] * 10))
     runner = ProcessRunner(env.evaluator, 2)

@@ -16,7 +16,7 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_history
 from nasrl.controller.search import run_search
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import EvalResult
+from nasrl.env.evaluators.base import EvalResult
 from nasrl.env.nb201 import NASBench201Env
 from nasrl.scripts.benchmark import front_hypervolume, hypervolume_over_seeds, write_markdown
 

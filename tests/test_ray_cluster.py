@@ -27,7 +27,7 @@ from test_configs import composed
 from nasrl.controller.build import build_policy, build_runner
 from nasrl.controller.search import run_search
 from nasrl.env import ChildNetEnv, EvalResult, TokenMatchEvaluator
-from nasrl.env.simulated import SimulatedDurations
+from nasrl.env.runners.durations import SimulatedDurations
 
 # Seed 0 proposes 6 architectures whose simulated (mnist1d) durations are 7.0, 16.2, 16.3, 11.6, 16.5 and 7.5 s:
 # scaled, 0.28 to 0.66 s on the head node and 6 times that on the worker node (NodeLogged): a head child's

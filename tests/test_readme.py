@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from conftest import ROOT
-from nasrl.controller.build import register_configs
+from nasrl.scripts.app import register_configs
 
 APPS = {"nasrl-train": "config", "nasrl-benchmark": "benchmark", "nasrl-retrain": "retrain"}
 SHELL_VARIABLES = {"$e": "nasrl.controller.evolution.EvolutionPolicy", "$HOME": "/home/user"}

@@ -10,9 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_train import train
 
 from conftest import run_script
-from nasrl.env.data import load_dataset
-from nasrl.env.evaluation import accuracy_of
-from nasrl.env.retrain import RetrainError, load_model, resolve_architecture
+from nasrl.env.evaluators.child_trainer import accuracy_of
+from nasrl.env.evaluators.data import load_dataset
+from nasrl.scripts.retraining import RetrainError, load_model, resolve_architecture
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,13 @@ from torch import nn
 
 from conftest import TOY_SPACE, TOY_TARGET
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import EvalResult, TokenMatchEvaluator
-from nasrl.env.nb201 import EDGES, OPS, SPACE, NB201Table, arch_string, cell_costs
-from nasrl.env.parallel import round_options
-from nasrl.env.simulated import SimulatedDurations, draw, measured_rows, mnist1d_child_seconds
-from nasrl.env.space import load_space
+from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.nb201_table import NB201Table
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.runners.durations import SimulatedDurations, draw, measured_rows, mnist1d_child_seconds
+from nasrl.env.runners.local import round_options
+from nasrl.env.spaces.nb201_cell import EDGES, OPS, SPACE, arch_string, cell_costs
+from nasrl.env.spaces.space import load_space
 
 TOY = load_space(TOY_SPACE)
 NB201 = load_space(SPACE)
@@ -48,7 +50,7 @@ def test_duration_is_fixed_by_tokens_and_seed() -> None:
 
 def test_mnist1d_draws_follow_the_measured_times() -> None:
     samples = mnist1d_child_seconds()
-    header = (Path(__file__).parent.parent / "env" / "durations" / "mnist1d_child_seconds.csv").read_text()
+    header = (Path(__file__).parent.parent / "env" / "runners" / "measured" / "mnist1d_child_seconds.csv").read_text()
     assert f"{len(samples)} children: median {statistics.median(samples):.2f} s" in header  # summary == data
     assert len(samples) == 161 and statistics.median(samples) == pytest.approx(13.14, abs=0.005)
     sim = SimulatedDurations(TokenMatchEvaluator(TOY_TARGET))
@@ -217,7 +219,7 @@ def test_bad_evaluators_are_refused() -> None:
 def write_run(folder: Path, epochs: int = 10) -> Path:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(
-        "env:\n  space: cnn1d\n  evaluator:\n    _target_: nasrl.env.evaluation.ChildTrainer\n"
+        "env:\n  space: cnn1d\n  evaluator:\n    _target_: nasrl.env.evaluators.child_trainer.ChildTrainer\n"
         f"    dataset: {{name: mnist1d, val_fraction: 0.2}}\n    epochs: {epochs}\n    lr: 0.003\n"
         "search:\n  workers: 1\n"
     )

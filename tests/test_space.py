@@ -8,8 +8,8 @@ import torch
 import yaml
 
 from conftest import random_tokens
-from nasrl.env.networks import build_network
-from nasrl.env.space import SHIPPED_SPACES, SpaceError, load_space, shipped_spaces
+from nasrl.env.spaces.networks import build_network
+from nasrl.env.spaces.space import SHIPPED_SPACES, SpaceError, load_space, shipped_spaces
 
 INPUTS = {"cnn1d": [(1, 40), (1, 8, 8)], "cnn2d": [(3, 16, 16), (1, 8, 8)], "mlp": [(1, 40), (3, 8, 8)]}
 

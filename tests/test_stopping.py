@@ -15,9 +15,11 @@ from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.search import run_search
 from nasrl.env import ChildNetEnv
-from nasrl.env.evaluation import ChildTrainer, EvalResult, TokenMatchEvaluator, stratified_subset
-from nasrl.env.parallel import ProcessRunner
-from nasrl.env.stopping import MedianStoppingRule
+from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.child_trainer import ChildTrainer, stratified_subset
+from nasrl.env.evaluators.stopping import MedianStoppingRule
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.runners.local import ProcessRunner
 
 # a few milliseconds per child: digits, 300 training examples, 3 epochs of 5 steps
 TINY = {"dataset": {"name": "digits", "train_limit": 300}, "epochs": 3, "batch_size": 64}

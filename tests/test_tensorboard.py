@@ -26,8 +26,10 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import SearchState
 from nasrl.controller.search import play_episode
 from nasrl.env import ChildNetEnv
-from nasrl.env.evaluation import TokenMatchEvaluator, torch_threads
-from nasrl.env.nb201 import OPS, NASBench201Env, arch_string
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.nb201 import NASBench201Env
+from nasrl.env.spaces.nb201_cell import OPS, arch_string
+from nasrl.env.threads import torch_threads
 
 SYNTHETIC_TARGET = [2, 3, 1, 0, 0, 1, 4, 1, 1, 0, 0, 1, 5, 2, 0, 3]  # conf/env/synthetic.yaml's
 EVERYTHING = {"scalars": 0, "tensors": 0, "images": 0, "histograms": 0}  # keep every event, not a sample

@@ -20,14 +20,15 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_history
 from nasrl.controller.search import run_search
 from nasrl.controller.weight_sharing import run_weight_sharing_search, sample_architecture
-from nasrl.env.cache import EvaluationCache
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluation import EvalResult, TokenMatchEvaluator
-from nasrl.env.networks import build_network
-from nasrl.env.rnn import build_language_model
-from nasrl.env.space import Architecture, load_space
-from nasrl.env.supernet import build_supernet
-from nasrl.env.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
+from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.cache import EvaluationCache
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
+from nasrl.env.evaluators.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
+from nasrl.env.spaces.networks import build_network
+from nasrl.env.spaces.rnn import build_language_model
+from nasrl.env.spaces.space import Architecture, load_space
+from nasrl.env.spaces.supernet import build_supernet
 
 TINY_MLP = {
     "name": "tiny_mlp",

@@ -3,7 +3,7 @@
 SQLite, so a crash mid-write leaves the file readable (a write is one transaction) and several
 processes can share one cache file. The key hashes the search space, the evaluator's fingerprint
 (data set, training settings), the tokens and the child seed. A second table keeps measured costs that
-are worth not measuring again (latencies, ``env/cost.py``), under keys of their own.
+are worth not measuring again (latencies, ``env/evaluators/cost.py``), under keys of their own.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from nasrl.env.evaluation import EvalResult
+from nasrl.env.evaluators.base import EvalResult
 
 
 def cache_key(space: dict[str, Any], fingerprint: dict[str, Any], tokens: tuple[int, ...], seed: int) -> str:

@@ -22,8 +22,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from nasrl.env.networks import count_parameters
-from nasrl.env.space import Architecture
+from nasrl.env.spaces.networks import count_parameters
+from nasrl.env.spaces.space import Architecture
 
 STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
 MAX_STATE_NORM = 25.0  # ENAS-pytorch's max_norm

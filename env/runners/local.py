@@ -16,7 +16,7 @@ idle, and pass each result on as soon as it is known. A child whose worker dies 
   ``gpus_per_child`` GPUs (a fraction shares a GPU); Ray picks the GPU. Ray is the optional extra
   ``pip install -e ".[ray]"``.
 
-An evaluator whose children depend on the results before them (early stopping, ``env/stopping.py``) has
+An evaluator whose children depend on the results before them (early stopping, ``env/evaluators/stopping.py``) has
 ``round_options()``: every runner asks for them once, when it starts a round, in this process (where the
 evaluator's state is), and passes them with each job to ``evaluate(arch, seed, **options)``, wherever it
 trains (the evaluator that worker processes and Ray tasks hold was copied when they started).
@@ -24,14 +24,13 @@ trains (the evaluator that worker processes and Ray tasks hold was copied when t
 The asynchronous search (``search.mode=async``) uses the same runners one child at a time:
 ``submit(tag, job)`` starts a child and ``next_result()`` returns ``(tag, result)`` of whichever child
 finishes first. :class:`VirtualClockRunner` plays that schedule on a simulated clock (scale experiments,
-``env/simulated.py``), and :class:`OrderedRunner` hands results back in a recorded order, which makes an
+``env/runners/durations.py``), and :class:`OrderedRunner` hands results back in a recorded order, which makes an
 asynchronous run reproducible.
 """
 
 from __future__ import annotations
 
 import ctypes
-import heapq
 import multiprocessing
 import os
 import signal
@@ -44,9 +43,10 @@ from typing import Any, cast
 
 import torch
 
-from nasrl.env.device import worker_device
-from nasrl.env.evaluation import EvalResult, Evaluator, available_cores, torch_threads
-from nasrl.env.space import Architecture
+from nasrl.env.evaluators.base import EvalResult, Evaluator
+from nasrl.env.evaluators.device import worker_device
+from nasrl.env.spaces.space import Architecture
+from nasrl.env.threads import available_cores, torch_threads
 
 Job = tuple[Architecture, int]  # (architecture, child seed)
 OnResult = Callable[[int, EvalResult], None] | None  # called with (job index, result) as soon as a result is known
@@ -175,7 +175,7 @@ class ProcessRunner:
     the whole search). A dead worker breaks the whole pool, so the jobs it took down cannot tell which of
     them killed it: they are retried one at a time in a fresh pool, where a job that breaks the pool is
     the culprit; after ``max_retries`` such retries it is recorded as failed. An evaluator on CUDA trains in
-    worker i on GPU i mod (GPUs) (see :func:`nasrl.env.device.worker_device`)."""
+    worker i on GPU i mod (GPUs) (see :func:`nasrl.env.evaluators.device.worker_device`)."""
 
     def __init__(self, evaluator: Evaluator, workers: int, threads_per_worker: int | None = None, max_retries: int = 2):
         self.evaluator = evaluator
@@ -295,272 +295,3 @@ class ProcessRunner:
             self._pool = None
         self._futures.clear()
         self._ready.clear()
-
-
-# --- Ray --------------------------------------------------------------------------------------------------
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ValueError(
-            'search.backend=ray needs Ray, which is not installed; install the extra: pip install -e ".[ray]" '
-            "(or pip install 'ray>=2.9'), or use search.backend=local"
-        ) from None
-    return ray
-
-
-def _evaluate_task(
-    evaluator: Evaluator, arch: Architecture, seed: int, threads: int, options: dict[str, Any] | None = None
-) -> EvalResult:
-    torch.set_num_threads(threads)
-    if cuda_device_of(evaluator) is not None:
-        # Ray shows a task only the GPU it was given (CUDA_VISIBLE_DEVICES): that one is "cuda"
-        cast(Any, evaluator).device = torch.device("cuda")
-    return safe_evaluate(evaluator, arch, seed, options)
-
-
-class RayRunner:
-    """One Ray task per child. Ray retries a task whose worker process died (``max_retries``); a child
-    still lost after that is a failed result. ``address=None`` starts a local Ray with ``num_cpus`` CPUs
-    (all by default) and shuts it down at :meth:`close`; a Ray already initialised in this process is
-    used as it is. Each child asks for ``cpus_per_child`` CPUs and ``gpus_per_child`` GPUs (0.25: four
-    children share a GPU); an evaluator on CUDA needs ``gpus_per_child > 0``, and one on the CPU 0, so that
-    Ray neither puts GPU children where it has no GPU to give nor holds GPUs that no child uses."""
-
-    def __init__(
-        self,
-        evaluator: Evaluator,
-        address: str | None = None,
-        num_cpus: int | None = None,
-        cpus_per_child: int = 1,
-        max_retries: int = 2,
-        gpus_per_child: float = 0,
-    ) -> None:
-        check_gpus_per_child(evaluator, gpus_per_child)
-        ray = import_ray()
-        self.ray = ray
-        self.evaluator = evaluator
-        self.max_retries = max_retries
-        self.cpus_per_child = cpus_per_child
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            ray.init(
-                address=address if address is not None else "local",  # None would join a cluster started here
-                num_cpus=num_cpus if address is None else None,
-                include_dashboard=False,
-                logging_level="warning",
-                configure_logging=True,
-            )
-        self._evaluator_ref = ray.put(evaluator)  # shipped once, not with every task
-        self._task = ray.remote(num_cpus=cpus_per_child, num_gpus=gpus_per_child, max_retries=max_retries)(
-            _evaluate_task
-        )
-        self._refs: dict[Any, int] = {}  # asynchronous children in flight: object ref -> tag
-
-    def submit(self, tag: int, job: Job) -> None:
-        options = round_options(self.evaluator)
-        self._refs[self._task.remote(self._evaluator_ref, *job, self.cpus_per_child, options)] = tag
-
-    def next_result(self) -> tuple[int, EvalResult]:
-        (ref,), _ = self.ray.wait(list(self._refs), num_returns=1)
-        return self._refs.pop(ref), self._get(ref)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._refs)
-
-    def _get(self, ref: Any) -> EvalResult:
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayError as exc:  # the worker died in every attempt, or Ray lost the task
-            detail = " ".join(str(exc).split())[:300]
-            return worker_died(self.max_retries + 1, f"{type(exc).__name__}: {detail}")
-
-    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
-        options = round_options(self.evaluator)
-        refs = {
-            self._task.remote(self._evaluator_ref, *jobs[i], self.cpus_per_child, options): i
-            for i in longest_first(self.evaluator, jobs)
-        }
-        results: list[EvalResult | None] = [None] * len(jobs)
-        pending = list(refs)
-        while pending:
-            (ref,), pending = self.ray.wait(pending, num_returns=1)
-            i = refs[ref]
-            results[i] = result = self._get(ref)
-            if on_result is not None:
-                on_result(i, result)
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        if self._owns_ray and self.ray.is_initialized():
-            self.ray.shutdown()
-
-
-# --- a simulated clock, and a recorded order ----------------------------------------------------------------
-
-
-class VirtualClockRunner:
-    """``workers`` simulated workers on a virtual clock: a child's result is computed at once (in this
-    process), and is handed back when the clock reaches its start plus ``duration(arch, seed)`` simulated
-    seconds (default: the evaluator's ``duration``, :class:`nasrl.env.simulated.SimulatedDurations`). The
-    schedule is what real workers would do with children that take exactly those times, played without
-    waiting: a search of hours takes seconds, and one seed gives one schedule. A child starts on the worker
-    that frees first (a round's children longest first, as the real runners do).
-
-    ``now`` is the simulated time, ``busy`` the simulated worker-seconds spent training; their ratio to
-    ``workers * now`` is :attr:`utilisation`."""
-
-    def __init__(
-        self, evaluator: Evaluator, workers: int, duration: Callable[[Architecture, int], float] | None = None
-    ) -> None:
-        if getattr(evaluator, "wait", False):
-            raise ValueError(
-                "VirtualClockRunner simulates the waiting itself: give it an evaluator that does not wait "
-                "(SimulatedDurations(..., wait=False))"
-            )
-        duration = duration or getattr(evaluator, "duration", None)
-        if duration is None:
-            raise ValueError(
-                f"VirtualClockRunner needs each child's duration: {type(evaluator).__name__} has no duration(arch, "
-                "seed); wrap it in nasrl.env.simulated.SimulatedDurations or pass duration="
-            )
-        self.evaluator = evaluator
-        self.workers = workers
-        self.duration = duration
-        self.now = 0.0
-        self.busy = 0.0
-        self._free_at = [0.0] * workers  # a heap: when each worker is next free
-        self._events: list[tuple[float, int, int, EvalResult]] = []  # (finish, sequence, tag, result)
-        self._sequence = 0
-
-    @property
-    def utilisation(self) -> float:
-        """Simulated worker-seconds spent training / (workers x simulated seconds so far)."""
-        return self.busy / (self.workers * self.now) if self.now > 0 else 0.0
-
-    def submit(self, tag: int, job: Job, options: dict[str, Any] | None = None) -> None:
-        """Start ``job`` on the worker that frees first; ``options``: its round's (default: asked for now)."""
-        arch, seed = job
-        options = round_options(self.evaluator) if options is None else options
-        result = safe_evaluate(self.evaluator, arch, seed, options)
-        seconds = float(self.duration(arch, seed))
-        start = max(self.now, heapq.heappop(self._free_at))
-        heapq.heappush(self._free_at, start + seconds)
-        heapq.heappush(self._events, (start + seconds, self._sequence, tag, result))
-        self._sequence += 1
-        self.busy += seconds
-
-    def next_result(self) -> tuple[int, EvalResult]:
-        finish, _, tag, result = heapq.heappop(self._events)
-        self.now = max(self.now, finish)
-        return tag, result
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._events)
-
-    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
-        """A round: every job starts as soon as a worker is free, longest first by ``cost``; the round ends
-        when its last child does."""
-        options = round_options(self.evaluator)  # once per round, as the other runners do
-        for i in longest_first(self.evaluator, jobs):
-            self.submit(i, jobs[i], options)
-        results: list[EvalResult | None] = [None] * len(jobs)
-        while self._events:
-            i, results[i] = self.next_result()
-            if on_result is not None:
-                on_result(i, results[i])  # type: ignore[arg-type]
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        pass
-
-
-class OrderedRunner:
-    """Hands back the results of ``runner`` in a recorded order of tags (``completions.txt`` of an
-    asynchronous run folder), whatever order its children finish in: an asynchronous search given the same
-    order is the same search. ``start`` skips the part of the order that a resumed run has already fed.
-    Past the end of the order, results come as they finish."""
-
-    def __init__(self, runner: Any, order: Sequence[int], start: int = 0) -> None:
-        self.runner = runner
-        self.evaluator = runner.evaluator
-        self.order = list(order)
-        self.position = start
-        self._submitted: set[int] = set()
-        self._finished: dict[int, EvalResult] = {}
-
-    def submit(self, tag: int, job: Job) -> None:
-        self._submitted.add(tag)
-        self.runner.submit(tag, job)
-
-    def next_result(self) -> tuple[int, EvalResult]:
-        if self.position >= len(self.order):
-            tag, result = self._finished.popitem() if self._finished else self.runner.next_result()
-            self._submitted.discard(tag)
-            return tag, result
-        tag = self.order[self.position]
-        if tag not in self._submitted:
-            raise ValueError(
-                f"the recorded order's completion {self.position} is proposal {tag}, which is not in flight "
-                f"(in flight: {sorted(self._submitted)}): this search differs from the recorded one"
-            )
-        while tag not in self._finished:
-            finished, result = self.runner.next_result()
-            self._finished[finished] = result
-        self.position += 1
-        self._submitted.discard(tag)
-        return tag, self._finished.pop(tag)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._submitted)
-
-    def run(self, jobs: Sequence[Job], on_result: OnResult = None) -> list[EvalResult]:
-        return self.runner.run(jobs, on_result)
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-def check_gpus_per_child(evaluator: Evaluator, gpus_per_child: float) -> None:
-    """``search.ray.gpus_per_child`` must fit the evaluator's device (see :class:`RayRunner`); one-line errors."""
-    if not (isinstance(gpus_per_child, (int, float)) and gpus_per_child >= 0):
-        raise ValueError(f"search.ray.gpus_per_child must be a number >= 0 (e.g. 0.25 or 1), got {gpus_per_child!r}")
-    device = getattr(evaluator, "device", None)
-    if not isinstance(device, torch.device):
-        return  # an evaluator that does not say where it trains: the user's own choice stands
-    if device.type == "cuda" and gpus_per_child == 0:
-        raise ValueError(
-            f"children train on {device}, but search.ray.gpus_per_child=0 gives Ray tasks no GPU; "
-            "set search.ray.gpus_per_child (e.g. 0.25: four children share a GPU, 1: a GPU each)"
-        )
-    if device.type != "cuda" and gpus_per_child > 0:
-        raise ValueError(
-            f"search.ray.gpus_per_child={gpus_per_child}, but children train on {device}; "
-            "set env.evaluator.device=cuda (or auto on a GPU machine), or search.ray.gpus_per_child=0"
-        )
-
-
-def make_runner(
-    evaluator: Evaluator,
-    workers: int = 1,
-    backend: str = "local",
-    max_retries: int = 2,
-    ray: dict[str, Any] | None = None,
-) -> InProcessRunner | ProcessRunner | RayRunner:
-    """The runner for ``search.workers`` / ``search.backend`` (``local`` or ``ray``)."""
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"search.workers must be a positive integer, got {workers!r}")
-    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-        raise ValueError(f"search.max_retries must be a non-negative integer, got {max_retries!r}")
-    if backend == "ray":
-        return RayRunner(evaluator, max_retries=max_retries, **(ray or {}))
-    if backend != "local":
-        raise ValueError(f"search.backend must be one of ['local', 'ray'], got {backend!r}")
-    if workers == 1:
-        return InProcessRunner(evaluator)
-    return ProcessRunner(evaluator, workers, max_retries=max_retries)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasrl.env.space import Architecture
+from nasrl.env.spaces.space import Architecture
+from nasrl.env.threads import torch_threads
 
 ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -139,3 +140,15 @@ def build_network(arch: Architecture, input_shape: Sequence[int], num_classes: i
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass of ``example`` (a batch of one) through ``model`` in eval mode, torch's
+    convention: 2 per multiply-add. Leaves the model in eval mode. Runs on one torch thread: the count does
+    not depend on threads, and more threads than free cores make the pass many times slower."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch_threads(1), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    return int(counter.get_total_flops())

@@ -1,7 +1,7 @@
 """Language-model children: train a recurrent cell on a text corpus, score it by validation perplexity.
 
 :class:`LanguageModelTrainer` is the evaluator of ``env=lm`` (``conf/env/lm.yaml``): it builds the
-language model of an ``rnn_cell`` architecture (``env/rnn.py``), trains it with truncated
+language model of an ``rnn_cell`` architecture (``env/spaces/rnn.py``), trains it with truncated
 backpropagation through time (:func:`train_language_model`, the one loop for search children, standard
 cells and retraining), and returns the validation perplexity.
 
@@ -22,12 +22,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import EvalResult, ThreadedEvaluator, device_fingerprint, model_device, require_positive
-from nasrl.env.networks import count_parameters
-from nasrl.env.rnn import LanguageModel, build_language_model, detach_state
-from nasrl.env.space import Architecture
-from nasrl.env.text import Corpus, batchify, load_corpus
+from nasrl.env.evaluators.base import EvalResult, ThreadedEvaluator, require_positive
+from nasrl.env.evaluators.child_trainer import device_fingerprint, model_device
+from nasrl.env.evaluators.device import resolve_device
+from nasrl.env.evaluators.text import Corpus, batchify, load_corpus
+from nasrl.env.spaces.networks import count_parameters
+from nasrl.env.spaces.rnn import LanguageModel, build_language_model, detach_state
+from nasrl.env.spaces.space import Architecture
 
 SCORES: dict[str, Callable[[float, float], float]] = {
     "inverse_square": lambda ppl, c: c / ppl**2,  # Zoph & Le (2017)
@@ -151,8 +152,8 @@ class LanguageModelTrainer(ThreadedEvaluator):
 
     The budget is ``max_steps`` windows of ``bptt`` tokens over ``batch_size`` streams; ``val_tokens``
     scores on the start of the validation split only (null: all of it). ``num_threads`` and ``device`` as in
-    :class:`~nasrl.env.evaluation.ChildTrainer` (the corpus is copied to the device once per process). No
-    mixed precision: the searched cell (``env/rnn.py``) mixes a float32 state with the half-precision
+    :class:`~nasrl.env.evaluators.child_trainer.ChildTrainer` (the corpus is copied to the device once per process). No
+    mixed precision: the searched cell (``env/spaces/rnn.py``) mixes a float32 state with the half-precision
     outputs of autocast in ``torch.lerp``, which refuses them. A loss that turns non-finite is a failed result.
     """
 
@@ -214,7 +215,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
 
     def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The train tokens and the scored validation tokens on ``self.device`` (see
-        :meth:`~nasrl.env.evaluation.ThreadedEvaluator.on_device`)."""
+        :meth:`~nasrl.env.evaluators.base.ThreadedEvaluator.on_device`)."""
         c, n = self.corpus, self.val_tokens
         train, val = self.on_device(lambda: (c.train, c.val if n is None else c.val[:n]))
         return train, val

@@ -29,24 +29,12 @@ from typing import Any
 
 import torch
 
-from nasrl.env.cache import EvaluationCache
-from nasrl.env.evaluation import torch_threads
-from nasrl.env.networks import count_parameters
-from nasrl.env.space import Architecture
+from nasrl.env.evaluators.cache import EvaluationCache
+from nasrl.env.spaces.networks import count_flops, count_parameters
+from nasrl.env.spaces.space import Architecture
+from nasrl.env.threads import torch_threads
 
 COST_NAMES = ("params", "flops", "latency_ms")
-
-
-def count_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass of ``example`` (a batch of one) through ``model`` in eval mode, torch's
-    convention: 2 per multiply-add. Leaves the model in eval mode. Runs on one torch thread: the count does
-    not depend on threads, and more threads than free cores make the pass many times slower."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with torch_threads(1), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example)
-    return int(counter.get_total_flops())
 
 
 def measure_latency_ms(

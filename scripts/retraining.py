@@ -22,54 +22,25 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from nasrl.conf.schema import corpus_schema, dataset_schema
+from nasrl.conf.schema import LMRecipe, Recipe, corpus_schema, dataset_schema
 from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
-from nasrl.env.data import Dataset
-from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import OPTIMIZERS, SCHEDULES, accuracy_of, require_positive, torch_threads, train_model
-from nasrl.env.lm import LM_OPTIMIZERS, evaluate_language_model, perplexity_metrics, train_language_model
-from nasrl.env.networks import build_network, count_parameters
-from nasrl.env.rnn import RECURRENT_NETWORKS, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
-from nasrl.env.space import Architecture, SearchSpace, SpaceError, load_space
-from nasrl.env.text import Corpus
+from nasrl.env.evaluators.child_trainer import accuracy_of, train_model
+from nasrl.env.evaluators.data import Dataset
+from nasrl.env.evaluators.device import resolve_device
+from nasrl.env.evaluators.lm import evaluate_language_model, perplexity_metrics, train_language_model
+from nasrl.env.evaluators.text import Corpus
+from nasrl.env.spaces.networks import build_network, count_parameters
+from nasrl.env.spaces.rnn import (
+    RECURRENT_NETWORKS,
+    STANDARD_CELLS,
+    build_language_model,
+    hidden_size_for,
+    standard_cell,
+)
+from nasrl.env.spaces.space import Architecture, SearchSpace, SpaceError, load_space
+from nasrl.env.threads import torch_threads
 
 MODEL_FORMAT = 1
-
-
-@dataclass
-class Recipe:
-    """How the final model is trained (``conf/retrain.yaml``, group ``retrain``)."""
-
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    lr: float = 0.01  # the peak learning rate of the one-cycle schedule
-    weight_decay: float = 0.05
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    num_threads: int | None = None  # torch threads; null: torch's default
-    device: str = "auto"  # auto: the first GPU if torch sees one, else the CPU; cpu, cuda, cuda:N
-    amp: bool = False  # mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU
-
-    def __post_init__(self) -> None:
-        require_positive({"epochs": self.epochs, "batch_size": self.batch_size}, "retrain.")
-        _check_device(self, "retrain")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"retrain.optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"retrain.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if not self.lr > 0:
-            raise ValueError(f"retrain.lr must be positive, got {self.lr!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"retrain.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-
-
-def _check_device(recipe: Any, section: str) -> None:
-    """``device`` must name a device this machine has (a one-line error naming the key, value and choices)."""
-    try:
-        resolve_device(recipe.device)
-    except ValueError as exc:
-        raise ValueError(f"{section}.{exc}") from None
 
 
 @dataclass
@@ -81,40 +52,6 @@ class Retrained:
     curve: list[dict[str, float]]  # per epoch: epoch, train_loss, test_accuracy
     threads: int  # torch threads it trained with: the result depends on them
     device: str = "cpu"  # where it trained (the result depends on it too)
-
-
-@dataclass
-class LMRecipe:
-    """How a recurrent cell is retrained as a language model (``conf/retrain.yaml``, group ``lm``).
-
-    ``params``: the parameter count every cell is sized to (the hidden size is searched for it), so
-    cells compare at equal parameters; null uses ``hidden_size`` as it is."""
-
-    epochs: int = 4
-    params: int | None = 500000
-    hidden_size: int = 128
-    num_layers: int = 1
-    batch_size: int = 32
-    bptt: int = 35
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    dropout: float = 0.2
-    grad_clip: float = 0.25
-    num_threads: int | None = None
-    device: str = "auto"  # as Recipe.device; no amp for language models (see LanguageModelTrainer)
-
-    def __post_init__(self) -> None:
-        keys = ("epochs", "hidden_size", "num_layers", "batch_size", "bptt")
-        require_positive({key: getattr(self, key) for key in keys}, "lm.")
-        _check_device(self, "lm")
-        if self.params is not None and self.params < 1000:
-            raise ValueError(f"lm.params must be at least 1000 or null, got {self.params!r}")
-        if self.optimizer not in LM_OPTIMIZERS:
-            raise ValueError(f"lm.optimizer must be one of {list(LM_OPTIMIZERS)}, got {self.optimizer!r}")
-        if not (self.lr > 0 and self.grad_clip > 0):
-            raise ValueError(f"lm.lr and lm.grad_clip must be positive, got {self.lr!r} and {self.grad_clip!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lm.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ Three layouts are read, from a path the user gives (nothing is downloaded):
 Word level keeps the ``vocab_size - 1`` most frequent training words and maps the rest to ``<unk>``, as
 the 10k-word Penn Treebank does; every line ends with ``<eos>``. Character level keeps every character of
 the training split (up to ``vocab_size``), with newlines as ``<eos>``. The test split is only read by
-retraining (``env/retrain.py``), never by a search.
+retraining (``scripts/retraining.py``), never by a search.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from nasrl.env.data import DataError
+from nasrl.env.evaluators.data import DataError
 
 LEVELS = ("word", "char")
 LAYOUTS = ("auto", "file", "ptb", "wikitext2")

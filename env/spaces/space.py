@@ -3,7 +3,7 @@
 A space file (``env/spaces/*.yaml``, shipped with the package, or any path) looks like::
 
     name: cnn1d
-    network: cnn1d            # which builder in env/networks.py turns an architecture into a module
+    network: cnn1d            # which builder in env/spaces/networks.py turns an architecture into a module
     depth: [1, 2, 3, 4, 5, 6] # a list: the first token chooses the depth; an int: fixed depth
     skip_connections: true    # Zoph & Le anchors: one binary "does layer j feed layer i" per j < i
     head_pool: 1              # spatial size each output is pooled to before the classifier
@@ -28,11 +28,11 @@ from typing import Any
 
 import yaml
 
-SHIPPED_SPACES = files("nasrl.env") / "spaces"  # found through the package, so a wheel works from any folder
+SHIPPED_SPACES = files("nasrl.env.spaces")  # found through the package, so a wheel works from any folder
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
 POOLS = ("none", "max", "avg")
-CELL_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")  # ENAS's recurrent cell (env/rnn.py)
+CELL_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")  # ENAS's recurrent cell (env/spaces/rnn.py)
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 # For each network builder: the per-layer decisions it understands, and how a value is checked.
@@ -58,7 +58,7 @@ LAYER_DECISIONS: dict[str, dict[str, str]] = {
         "activation": f"one of {list(ACTIVATIONS)}",
     },
     "nb201_cell": {"op": f"one of {list(NB201_OPS)}"},  # looked up in a table (env/nb201.py), not built
-    "rnn_cell": {"activation": f"one of {list(CELL_ACTIVATIONS)}"},  # a recurrent cell (env/rnn.py)
+    "rnn_cell": {"activation": f"one of {list(CELL_ACTIVATIONS)}"},  # a recurrent cell (env/spaces/rnn.py)
 }
 REQUIRED_DECISIONS = {
     "cnn1d": {"filters"},

@@ -2,7 +2,7 @@
 
 A supernet holds one weight tensor per (layer, choice) of its space, skip connections included, and
 ``forward(x, arch)`` runs only the parts ``arch`` chose, so only those receive gradients. The children
-compute what the stand-alone networks of ``env/networks.py`` compute, with two documented departures:
+compute what the stand-alone networks of ``env/spaces/networks.py`` compute, with two documented departures:
 
 - **Widths share leading channels.** A layer's ``filters`` (``units``) choice takes the first f output
   channels of the tensor of its (layer, kernel, source), as once-for-all networks and slimmable networks do,
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasrl.env.networks import ACTIVATION_MODULES
-from nasrl.env.rnn import CELL_ACTIVATIONS, unroll_cell
-from nasrl.env.space import Architecture, SearchSpace
+from nasrl.env.spaces.networks import ACTIVATION_MODULES
+from nasrl.env.spaces.rnn import CELL_ACTIVATIONS, unroll_cell
+from nasrl.env.spaces.space import Architecture, SearchSpace
 
 SHARED_NETWORKS = ("cnn1d", "cnn2d", "mlp", "rnn_cell")
 _ACTIVATIONS = {name: make() for name, make in ACTIVATION_MODULES.items()}  # parameter-free, shared by all
@@ -49,7 +49,7 @@ def _uniform(shape: Sequence[int], fan_in: int) -> nn.Parameter:
 
 
 class ConvSupernet(nn.Module):
-    """Every child of a ``cnn1d`` or ``cnn2d`` space (:class:`~nasrl.env.networks.ConvChildNet`) in one module.
+    """Every child of a ``cnn1d`` or ``cnn2d`` space (:class:`~nasrl.env.spaces.networks.ConvChildNet`) in one module.
 
     With ``share_kernels``, the kernel sizes of a (layer, source) share the tensor of the largest one, each
     reading its central taps (once-for-all's elastic kernel, without its transform matrices), and a layer's
@@ -185,7 +185,7 @@ class ConvSupernet(nn.Module):
 
 
 class MLPSupernet(nn.Module):
-    """Every child of an ``mlp`` space (:class:`~nasrl.env.networks.MLPChildNet`) in one module: one
+    """Every child of an ``mlp`` space (:class:`~nasrl.env.spaces.networks.MLPChildNet`) in one module: one
     weight per layer (its ``units`` take the leading rows) and one classifier per depth (the layer it reads)."""
 
     def __init__(self, space: SearchSpace, input_shape: Sequence[int], num_classes: int) -> None:
@@ -221,7 +221,7 @@ class RecurrentSupernet(nn.Module):
     """Every cell of an ``rnn_cell`` space inside one language model (ENAS's shared RNN): the embedding (tied
     to the softmax), node 0's input weight, and one weight per (node l, the node j it reads), ``w_h[n{l}_s{j}]``
     (j = -1: node 0 reads h_{t-1}). Activations have no weights. A path computes what
-    :class:`~nasrl.env.rnn.LanguageModel` with a :class:`~nasrl.env.rnn.DAGCell` computes (one layer)."""
+    :class:`~nasrl.env.spaces.rnn.LanguageModel` with a :class:`~nasrl.env.spaces.rnn.DAGCell` computes (one layer)."""
 
     def __init__(self, space: SearchSpace, vocab_size: int, hidden_size: int, dropout: float = 0.0) -> None:
         super().__init__()

@@ -6,18 +6,18 @@ takes is simulated. Each child gets a duration, drawn deterministically from its
 seed gives one search:
 
 - ``durations="mnist1d"`` (default): one of the child training times really measured on MNIST-1D in this
-  project (``env/durations/mnist1d_child_seconds.csv``; its header says how, where and when), drawn uniformly.
+  project (``env/runners/measured/mnist1d_child_seconds.csv``; its header says how, where and when), drawn uniformly.
   The draw does not depend on the architecture (the measured times do: ``flops`` models that).
 - ``durations="flops"``: a cost model, ``min_seconds + flops / 1e9 * seconds_per_gflop``, with the FLOPs of
   one forward pass of one example (torch's convention, 2 per multiply-add) from the wrapped evaluator.
 
 ``evaluate`` then waits (``time.sleep``: wall time, no CPU), so many simulated children run side by side on a
 few cores: the asynchronous search (``search.mode=async``) and ``scripts/bench_scale.py`` measure a search's
-scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.env.parallel.VirtualClockRunner`,
+scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.env.runners.clock.VirtualClockRunner`,
 which plays the durations on a simulated clock instead.
 
 Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify):
-``python -m nasrl.env.simulated outputs/cost_result/search_*_0 > env/durations/mnist1d_child_seconds.csv``.
+``python -m nasrl.env.runners.durations outputs/cost_result/search_*_0 > env/runners/measured/mnist1d_child_seconds.csv``.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from typing import Any, cast
 
 import torch
 
-from nasrl.env.evaluation import EvalResult, Evaluator
-from nasrl.env.space import Architecture
+from nasrl.env.evaluators.base import EvalResult, Evaluator
+from nasrl.env.spaces.space import Architecture
 
 DURATIONS = ("mnist1d", "flops")
-MNIST1D_SECONDS = files("nasrl.env") / "durations" / "mnist1d_child_seconds.csv"
+MNIST1D_SECONDS = files("nasrl.env.runners") / "measured" / "mnist1d_child_seconds.csv"
 
 
 class SimulatedDurations:
@@ -143,7 +143,8 @@ class SimulatedDurations:
             if count_costs is not None:
                 self._flops[arch.tokens] = int(count_costs(arch)["flops"])
             else:
-                from nasrl.env.cost import count_flops, input_shape_of  # env/cost.py imports env/evaluation.py
+                from nasrl.env.evaluators.cost import input_shape_of
+                from nasrl.env.spaces.networks import count_flops
 
                 shape = input_shape_of(self.evaluator)
                 assert shape is not None  # checked by __init__
@@ -184,7 +185,7 @@ def draw(tokens: Sequence[int], seed: int) -> float:
 
 
 def _counts_flops(evaluator: Any) -> bool:
-    from nasrl.env.cost import input_shape_of
+    from nasrl.env.evaluators.cost import input_shape_of
 
     if callable(getattr(evaluator, "count_costs", None)):
         return True
@@ -209,13 +210,15 @@ def measured_rows(run: Path) -> list[dict[str, Any]]:
     the default training settings, one child at a time: its times would be of another distribution."""
     import yaml
 
-    from nasrl.env.data import load_dataset
-    from nasrl.env.evaluation import ChildTrainer
+    from nasrl.env.evaluators.child_trainer import ChildTrainer
+    from nasrl.env.evaluators.data import load_dataset
 
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     trainer = dict(config["env"]["evaluator"])
-    if trainer.get("_target_") != "nasrl.env.evaluation.ChildTrainer":
-        raise ValueError(f"{run}: evaluator {trainer.get('_target_')!r}, not nasrl.env.evaluation.ChildTrainer")
+    if trainer.get("_target_") != "nasrl.env.evaluators.child_trainer.ChildTrainer":
+        raise ValueError(
+            f"{run}: evaluator {trainer.get('_target_')!r}, not nasrl.env.evaluators.child_trainer.ChildTrainer"
+        )
     defaults = _defaults(ChildTrainer)
     differs = {k: v for k, v in trainer.items() if k not in ("_target_", "dataset", "stopping") and defaults[k] != v}
     differs |= {f"dataset.{k}": v for k, v in trainer["dataset"].items() if _defaults(load_dataset)[k] != v}
@@ -241,8 +244,8 @@ def _defaults(function: Any) -> dict[str, Any]:
 def data_file(runs: Sequence[Path]) -> str:
     """The text of ``mnist1d_child_seconds.csv`` made from the run folders ``runs``: a header saying where the
     times come from and their summary, then one row per trained child."""
-    from nasrl.env.cost import machine_id
-    from nasrl.env.evaluation import available_cores
+    from nasrl.env.evaluators.cost import machine_id
+    from nasrl.env.threads import available_cores
 
     rows = [row for run in runs for row in measured_rows(run)]
     seconds = sorted(row["seconds"] for row in rows)
@@ -256,7 +259,7 @@ def data_file(runs: Sequence[Path]) -> str:
         f"Runs (history.csv): {', '.join(str(run) for run in runs)}; the searches finished between",
         f"{time.strftime('%Y-%m-%d %H:%M', min(stamps))} and {time.strftime('%H:%M UTC', max(stamps))}, on the machine"
         f" they were extracted on: {machine_id()}, {available_cores()} cores, shared with other people's jobs.",
-        f"Extracted by: python -m nasrl.env.simulated {' '.join(str(run) for run in runs)}",
+        f"Extracted by: python -m nasrl.env.runners.durations {' '.join(str(run) for run in runs)}",
         f"{len(seconds)} children: median {median:.2f} s, p90 {p90:.2f} s, max {seconds[-1]:.2f} s "
         f"({seconds[-1] / median:.1f}x the median), min {seconds[0]:.2f} s.",
     ):

@@ -1,8 +1,8 @@
 """The weight-sharing evaluator (ENAS, Pham et al. 2018): children scored with one set of shared weights.
 
-:class:`SharedWeightsTrainer` is an evaluator like :class:`~nasrl.env.evaluation.ChildTrainer` (a Hydra
+:class:`SharedWeightsTrainer` is an evaluator like :class:`~nasrl.env.evaluators.child_trainer.ChildTrainer` (a Hydra
 ``_target_`` under ``env.evaluator``), but its score of a child is the accuracy of the supernet path
-``arch`` (``env/supernet.py``) on the next validation mini-batch, and that score changes as the shared
+``arch`` (``env/spaces/supernet.py``) on the next validation mini-batch, and that score changes as the shared
 weights train: the environment does not cache it (``cacheable = False``), and it is never a result. The
 search that trains the shared weights, ENAS's alternation of a shared-weights phase and a controller phase
 followed by a derivation, is ``controller/weight_sharing.py``; its schedule is set here, with the weights
@@ -19,15 +19,16 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.data import Dataset, load_dataset
-from nasrl.env.device import resolve_device
-from nasrl.env.evaluation import EvalResult, available_cores, require_positive, torch_threads
-from nasrl.env.lm import SCORES, as_corpus, evaluate_language_model, perplexity_metrics, state_on
-from nasrl.env.networks import build_network, count_parameters
-from nasrl.env.rnn import build_language_model
-from nasrl.env.space import Architecture, SearchSpace
-from nasrl.env.supernet import build_supernet
-from nasrl.env.text import Corpus, batchify
+from nasrl.env.evaluators.base import EvalResult, require_positive
+from nasrl.env.evaluators.data import Dataset, load_dataset
+from nasrl.env.evaluators.device import resolve_device
+from nasrl.env.evaluators.lm import SCORES, as_corpus, evaluate_language_model, perplexity_metrics, state_on
+from nasrl.env.evaluators.text import Corpus, batchify
+from nasrl.env.spaces.networks import build_network, count_parameters
+from nasrl.env.spaces.rnn import build_language_model
+from nasrl.env.spaces.space import Architecture, SearchSpace
+from nasrl.env.spaces.supernet import build_supernet
+from nasrl.env.threads import available_cores, torch_threads
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -215,10 +216,10 @@ class SharedWeightsTrainer(SharedWeights):
         optimizer, lr, momentum, weight_decay, grad_clip: the shared weights' optimizer (ENAS: SGD with
             Nesterov momentum, lr 0.05 annealed by a cosine over the whole search, weight decay 1e-4,
             gradient norm clipped); the cosine runs over ``epochs * shared_steps`` steps.
-        share_kernels: a convolution's kernel sizes share the largest one's tensor (``env/supernet.py``): on
+        share_kernels: a convolution's kernel sizes share the largest one's tensor (``env/spaces/supernet.py``): on
             by default, because it lifts the rank correlation with stand-alone training from about 0 to about
             0.4 on MNIST-1D (README, "Weight sharing").
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``env/device.py``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``env/evaluators/device.py``).
         num_threads: torch threads for the shared weights (null: all this process may use). One by default:
             a step on two threads is 10% faster on an idle 2-core machine and many times slower on a busy one
             (the same trade-off as ``ChildTrainer.num_threads``).
@@ -310,7 +311,7 @@ class SharedWeightsTrainer(SharedWeights):
     @torch.no_grad()
     def _correct(self, arch: Architecture, x: torch.Tensor, y: torch.Tensor) -> int:
         with torch_threads(self.threads()):
-            logits = self._net()(x, arch)  # batch statistics: the child's own (see env/supernet.py)
+            logits = self._net()(x, arch)  # batch statistics: the child's own (see env/spaces/supernet.py)
         return int((logits.argmax(1) == y).sum())
 
     def fingerprint(self) -> dict[str, Any]:
@@ -327,14 +328,14 @@ class SharedWeightsTrainer(SharedWeights):
 
 class SharedLanguageModelTrainer(SharedWeights):
     """ENAS's shared recurrent cell: one language model holds every cell of an ``rnn_cell`` space
-    (:class:`~nasrl.env.supernet.RecurrentSupernet`), trained with truncated backpropagation through time, one
+    (:class:`~nasrl.env.spaces.supernet.RecurrentSupernet`), trained with truncated backpropagation through time, one
     sampled cell per window of ``bptt`` tokens (the state carries over between windows, as in ENAS). A cell's
     reward is ``score_constant / perplexity**2`` (``score``: ``inverse_square``, Zoph & Le; ``inverse``: ENAS)
     on the next validation window of ``val_batch_size`` streams, started from a zero state so that no cell reads
     another's state; the derivation scores cells on the first ``val_tokens`` validation tokens.
 
     The settings of the schedule and the optimizer are those of :class:`SharedWeightsTrainer`; the model's are
-    those of :class:`~nasrl.env.lm.LanguageModelTrainer` (its defaults: Adam 2e-3, gradient norm 0.25).
+    those of :class:`~nasrl.env.evaluators.lm.LanguageModelTrainer` (its defaults: Adam 2e-3, gradient norm 0.25).
     """
 
     score_label = "validation score (score_constant / perplexity**2, or / perplexity)"

@@ -1,128 +1,23 @@
-"""Evaluators: what turns a finished architecture into a score.
-
-The environment is handed an evaluator object (a Hydra ``_target_``), so real child training, a lookup
-table or a fast synthetic score are interchangeable. An evaluator has one method,
-``evaluate(arch, seed) -> EvalResult``, and a ``fingerprint()`` naming everything that determines its
-results (used to key the evaluation cache). It may also have ``cost(arch) -> float``, a relative estimate
-of how long ``arch`` takes to evaluate: parallel runners start a round's most expensive children first.
-
-An evaluator whose results depend on the children before them (early stopping, ``env/stopping.py``) also has
-``round_options() -> dict``, keyword arguments of ``evaluate`` that runners compute once per round in the
-search's process and send with every child, and ``observe(key, result)``, called by the environment with
-every result it reads.
+"""Real child training: :class:`ChildTrainer` trains a child network on a data set's training split and scores it
+on the validation split; :func:`train_model` is the one training loop (search children and retraining).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.data import Dataset, load_dataset
-from nasrl.env.device import amp_dtype, autocast, resolve_device
-from nasrl.env.networks import build_network, count_parameters
-from nasrl.env.space import Architecture
-from nasrl.env.stopping import MedianStoppingRule, Thresholds, make_stopping
-
-
-@dataclass
-class EvalResult:
-    """The outcome of evaluating one architecture."""
-
-    val_accuracy: float
-    params: int = 0
-    seconds: float = 0.0
-    failed: bool = False
-    reason: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)  # extra reported numbers (never the reward)
-    score: float | None = None  # what the reward is made from when it is not val_accuracy (language models)
-    curve: list[float] = field(default_factory=list)  # validation accuracy after each epoch, when measured
-
-    @property
-    def stopped(self) -> bool:
-        """Early stopping ended this child's training (``metrics["stopped"]``): ``val_accuracy`` is partial."""
-        return bool(self.metrics.get("stopped", 0))
-
-    @property
-    def reward_input(self) -> float:
-        """The number the environment's reward transform is applied to."""
-        return self.val_accuracy if self.score is None else self.score
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Evaluator(Protocol):
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult: ...
-
-    def fingerprint(self) -> dict[str, Any]: ...
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and taskset restrict)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous number."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def require_positive(values: dict[str, Any], prefix: str = "", nullable: tuple[str, ...] = ()) -> None:
-    """Refuse a count below 1 in one line naming the setting (``prefix`` + key); ``nullable`` keys may be None."""
-    for key, value in values.items():
-        if key in nullable and value is None:
-            continue
-        if value < 1:
-            accepted = "a positive integer or null" if key in nullable else "a positive integer"
-            raise ValueError(f"{prefix}{key} must be {accepted}, got {value!r}")
-
-
-class ThreadedEvaluator:
-    """Base of the evaluators that train: :meth:`evaluate` runs ``_evaluate`` with ``num_threads`` torch
-    threads (None: what the runner gives each child) and records them in ``metrics["torch_threads"]``.
-    :meth:`on_device` keeps one copy of the data on ``self.device`` per process; it is not pickled, so worker
-    processes make their own, on their own device (a process without that GPU could not load it)."""
-
-    num_threads: int | None = 1
-    device: torch.device = torch.device("cpu")
-    _on_device: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
-
-    def on_device(self, tensors: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-        """The tensors that ``tensors()`` gives (the same ones at every call) on ``self.device``, made and copied
-        there once per process, and again only if the device changes, as when a worker process is given its own
-        GPU. CPU: no copy."""
-        if self._on_device is None or self._on_device[0] != self.device:
-            self._on_device = (self.device, tuple(t.to(self.device) for t in tensors()))
-        return self._on_device[1]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_on_device": None}
-
-    def evaluate(self, arch: Architecture, seed: int, **options: Any) -> EvalResult:
-        """``_evaluate(arch, seed, **options)`` on ``num_threads`` threads; ``options``: a round's options."""
-        threads = self.num_threads or torch.get_num_threads()
-        with torch_threads(threads):
-            result = self._evaluate(arch, seed, **options)
-        result.metrics["torch_threads"] = threads
-        return result
-
-    def _evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        """Train and score ``arch``; a subclass that takes a round's options adds them as keyword arguments."""
-        raise NotImplementedError
+from nasrl.env.evaluators.base import EvalResult, ThreadedEvaluator, require_positive
+from nasrl.env.evaluators.data import Dataset, load_dataset
+from nasrl.env.evaluators.device import amp_dtype, autocast, resolve_device
+from nasrl.env.evaluators.stopping import MedianStoppingRule, Thresholds, make_stopping
+from nasrl.env.spaces.networks import build_network, count_parameters
+from nasrl.env.spaces.space import Architecture
 
 
 class ChildTrainer(ThreadedEvaluator):
@@ -140,7 +35,7 @@ class ChildTrainer(ThreadedEvaluator):
     ``search.workers=1``, cores / workers in worker processes, Ray's ``cpus_per_child``): 1.1 to 1.8x
     faster for a child alone on an idle machine.
 
-    ``device``: where children train (``auto``, ``cpu``, ``cuda``, ``cuda:N``; see ``env/device.py``),
+    ``device``: where children train (``auto``, ``cpu``, ``cuda``, ``cuda:N``; see ``env/evaluators/device.py``),
     resolved here, so CUDA asked for where there is none is refused before a search starts. The data are
     copied to the device once per process, on the first evaluation (worker processes receive the trainer
     pickled, without the copy). ``amp``: mixed precision (bfloat16 autocast, float16 with loss scaling on
@@ -153,7 +48,7 @@ class ChildTrainer(ThreadedEvaluator):
     Cheaper children (README, "Cheaper children"): ``train_fraction`` (0 < f <= 1, default 1) trains every
     child on the same fixed, class-stratified fraction of the training split (drawn once from a fixed seed, not
     the child's; the validation split is untouched), so an epoch is that many fewer steps. ``stopping``: the
-    early-stopping rule (:class:`nasrl.env.stopping.MedianStoppingRule`; off unless ``enabled``); with it on,
+    early-stopping rule (:class:`nasrl.env.evaluators.stopping.MedianStoppingRule`; off unless ``enabled``); with it on,
     each child measures its validation accuracy after every epoch (``EvalResult.curve``) and a stopped child's
     result is marked (``metrics["stopped"] = 1``, ``metrics["stopped_epoch"]``). At their defaults neither
     changes the cache key, so caches written before they existed still hit.
@@ -245,7 +140,7 @@ class ChildTrainer(ThreadedEvaluator):
         """Floating-point operations of one forward pass on one example: proportional to the training
         time of ``arch``, so a round can start its slowest children first. A few milliseconds, once per
         architecture (a round asks again for each child it starts)."""
-        from nasrl.env.cost import count_flops  # env/cost.py imports this module
+        from nasrl.env.spaces.networks import count_flops
 
         if arch.tokens not in self._flops:
             with torch.random.fork_rng(devices=[]):  # building draws initial weights
@@ -266,7 +161,7 @@ class ChildTrainer(ThreadedEvaluator):
         """Passes over the data a child's budget makes (the last one partial if ``max_steps`` says so)."""
         return math.ceil(self.total_steps() / self.steps_per_epoch())
 
-    # --- early stopping: the rule's state lives in the search's process (see nasrl.env.stopping) ----------
+    # --- early stopping: the rule's state lives in the search's process (see nasrl.env.evaluators.stopping) ----------
 
     @property
     def keeps_state(self) -> bool:
@@ -402,7 +297,7 @@ def train_model(
 
     Trains on the model's device; ``x`` and ``y`` are copied there if they are elsewhere (pass them there
     already to copy once). The data order is drawn on the CPU from ``seed``, so it is the same on every
-    device. ``amp``: mixed precision on CUDA (see :func:`nasrl.env.device.amp_dtype`), ignored on the CPU."""
+    device. ``amp``: mixed precision on CUDA (see :func:`nasrl.env.evaluators.device.amp_dtype`), ignored on the CPU."""
     device = model_device(model)
     x, y = x.to(device), y.to(device)
     dtype = amp_dtype(device, amp)
@@ -467,18 +362,3 @@ def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     for i in range(0, len(y), batch_size):
         correct += int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
     return correct / max(1, len(y))
-
-
-class TokenMatchEvaluator:
-    """A synthetic score with a known optimum, for tests and checks: the fraction of positions whose token
-    equals ``target`` (sequences of another length lose the missing positions). No training."""
-
-    def __init__(self, target: list[int] | tuple[int, ...]) -> None:
-        self.target = tuple(int(t) for t in target)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"evaluator": type(self).__name__, "target": list(self.target)}
-
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        hits = sum(a == b for a, b in zip(arch.tokens, self.target))
-        return EvalResult(hits / max(len(self.target), len(arch.tokens)))
