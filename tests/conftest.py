@@ -1,23 +1,27 @@
-"""Shared test helpers: a tiny synthetic space, random valid token sequences, and running the commands."""
+"""Shared test helpers: a tiny synthetic space, cnn1d chains, and running the commands and the experiments."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
-import numpy as np
 import pytest
 
 from nasrl.env.spaces.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"  # not packaged: run from a checkout
 _SCRATCH = Path(tempfile.mkdtemp(prefix="nasrl-tests-"))
 
 
@@ -46,14 +50,6 @@ TOY_SPACE = {
 TOY_TARGET = [3, 1, 4, 1, 0, 2, 4, 3, 2, 0]
 
 
-def random_tokens(space: SearchSpace, rng: np.random.Generator) -> list[int]:
-    """A uniformly drawn valid token sequence of ``space``."""
-    tokens: list[int] = []
-    while (d := space.next_decision(tokens)) is not None:
-        tokens.append(int(rng.integers(space.num_choices(d))))
-    return tokens
-
-
 def chain_cnn1d_tokens(space: SearchSpace, layers: list[dict]) -> list[int]:
     """Tokens of a plain chain (layer i fed by layer i-1) of the cnn1d space with the given layer values."""
     tokens = [space.depths.index(len(layers))]
@@ -71,15 +67,56 @@ def run_script(
     a user would; return a CompletedProcess. In this process by default (the same code as the console
     script, without paying seconds of imports per call); ``in_process=False`` starts a real process, for
     what only a process shows (exit codes of the interpreter, signals, a fresh import)."""
-    full_env = {"HYDRA_FULL_ERROR": "0", **(env or {})}
     if not in_process:
-        args = [sys.executable, str(ROOT / "scripts" / script), *overrides]
-        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **full_env})  # fmt: skip
+        return _subprocess(ROOT / "scripts" / script, overrides, cwd, timeout, env)
     module = importlib.import_module(f"nasrl.scripts.{script.removesuffix('.py')}")
+    return _in_process(module.main, f"nasrl-{script.removesuffix('.py')}", overrides, cwd, env)
+
+
+def run_experiment(
+    script: str, *args: str, cwd: Path, timeout: float = 600, env: dict | None = None, in_process: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``experiments/<script>`` with ``args`` in ``cwd`` as ``python experiments/<script>`` runs it (as
+    ``__main__``, its folder first on ``sys.path``, where one experiment finds another); in this process unless
+    ``in_process`` is False, as :func:`run_script`."""
+    path = EXPERIMENTS / script
+    if not in_process:
+        return _subprocess(path, args, cwd, timeout, env)
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        return _in_process(lambda: runpy.run_path(str(path), run_name="__main__"), str(path), args, cwd, env)
+    finally:
+        sys.path[:] = saved_path
+
+
+def load_experiment(script: str) -> ModuleType:
+    """The module of ``experiments/<script>`` (not a package: it is loaded from its path, under its file name,
+    and registered in ``sys.modules`` as a module is, for its dataclasses and for pickling)."""
+    name = script.removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / script)
+    assert spec is not None and spec.loader is not None, f"no experiment {script} in {EXPERIMENTS}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _subprocess(
+    path: Path, args: tuple[str, ...], cwd: Path, timeout: float, env: dict | None
+) -> subprocess.CompletedProcess:
+    full_env = {"HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, str(path), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **full_env})  # fmt: skip
+
+
+def _in_process(
+    main: Callable[[], object], argv0: str, args: tuple[str, ...], cwd: Path, env: dict | None
+) -> subprocess.CompletedProcess:
+    full_env = {"HYDRA_FULL_ERROR": "0", **(env or {})}
     out, err = io.StringIO(), io.StringIO()
     saved = (sys.argv, os.getcwd(), dict(os.environ), list(sys.path))
-    sys.argv = [f"nasrl-{script.removesuffix('.py')}", *overrides]
+    sys.argv = [argv0, *args]
     os.environ.update(full_env)
     sys.path[:0] = [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.chdir(cwd)
@@ -87,7 +124,7 @@ def run_script(
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                module.main()
+                main()
             except SystemExit as exc:
                 if isinstance(exc.code, str):  # sys.exit("error: ..."): the interpreter would print it
                     print(exc.code, file=sys.stderr)

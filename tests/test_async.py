@@ -20,7 +20,7 @@ from nasrl.env.childnet import ChildNetEnv
 from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.local import ProcessRunner
-from tests.conftest import TOY_SPACE, TOY_TARGET
+from tests.conftest import TOY_SPACE, TOY_TARGET, load_experiment
 
 COLUMNS = ("tokens", "reward", "proposal", "staleness", "reused")
 
@@ -154,7 +154,7 @@ def test_bad_modes_are_refused_in_one_line() -> None:
 
 
 def test_the_scale_benchmark_writes_its_table(tmp_path) -> None:
-    from nasrl.scripts import bench_scale
+    bench_scale = load_experiment("bench_scale.py")
 
     bench_scale.main(["--backends", "virtual", "--workers", "1", "4", "--strategies", "lstm", "--per-worker", "8",
                       "--table", str(tmp_path / "none.csv"), "--out", str(tmp_path)])  # fmt: skip

@@ -74,3 +74,61 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
         policy.start_episode()
         assert obs["action_mask"][policy.act(obs)] == 1, controller
     assert (tmp_path / "cache.sqlite").exists()  # cache: null puts the cache in the run folder
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# The README's reproduction runs as the command-line overrides they replaced in experiments/*_result.sh
+ENAS_CONTROLLER = [
+    "controller.lr=0.001",
+    "controller.tanh_constant=1.5",
+    "controller.entropy_weight=0.0001",
+    "controller.baseline_decay=0.99",
+    "controller.batch_size=20",
+    "controller.replay_top_k=0",
+]
+COST = ["search.budget=40", "search.max_minutes=null", "env.objective.metric=params"]
+AS_OVERRIDES = {
+    "mnist1d_result": ["controller=lstm", "env=mnist1d"],
+    "lm_result": ["controller=lstm", "env=lm"],
+    "cost_accuracy": ["search.budget=40", "search.max_minutes=null"],
+    "cost_soft10k": [*COST, "env.objective.target=10000", "env.objective.mode=soft"],
+    "cost_hard15k": [*COST, "env.objective.target=15000", "env.objective.mode=hard"],
+    "cost_hard25k": [*COST, "env.objective.target=25000", "env.objective.mode=hard"],
+    "ws_lstm": ["env=mnist1d_ws", "controller=lstm"],
+    "ws_lstm_batch5": ["env=mnist1d_ws", "controller=lstm", "controller.batch_size=5", "controller.replay_top_k=0"],
+    "ws_lstm_enas": ["env=mnist1d_ws", "controller=lstm", *ENAS_CONTROLLER],
+    "ws_random": ["env=mnist1d_ws", "controller=random"],
+    "ws_random_depth2": ["env=mnist1d_ws", "controller=random", "controller.depth_power=2"],
+}
+
+
+def without_hydra(cfg):
+    """The config a search sees: ``hydra`` (which records the choices and overrides themselves) left out."""
+    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_into_a_typed_config_and_names_its_run_folder(name: str) -> None:
+    """``nasrl-train +experiment=NAME``: a broken experiment file (an unknown setting, a bad value, a missing
+    group) fails here; every one is in the table of what it stands for."""
+    cfg = composed(f"+experiment={name}", "seed=3")
+    OmegaConf.to_object(without_hydra(cfg))  # every value resolved and checked against the schema's types
+    choices = cfg.hydra.runtime.choices
+    assert choices.experiment == name
+    assert cfg.hydra.run.dir.startswith(f"outputs/{choices.env}-{choices.controller}-seed3/")
+    assert name in AS_OVERRIDES, f"conf/experiment/{name}.yaml: add what it stands for to AS_OVERRIDES"
+
+
+# what the loops of experiments/ add on the command line: their controller, a setting of the user's
+LOOPS = [(name, []) for name in sorted(AS_OVERRIDES)]
+LOOPS += [(name, ["controller=random"]) for name in ("mnist1d_result", "lm_result")]
+
+
+@pytest.mark.parametrize(("name", "extra"), LOOPS, ids=[" ".join([name, *extra]) for name, extra in LOOPS])
+def test_an_experiment_is_the_overrides_it_replaced_and_the_command_line_still_wins(name: str, extra: list) -> None:
+    experiment, overrides = (
+        OmegaConf.to_container(without_hydra(composed(*given, *extra, "search.budget=7")), resolve=True)
+        for given in ([f"+experiment={name}"], AS_OVERRIDES[name])
+    )
+    assert experiment == overrides
+    assert experiment["search"]["budget"] == 7  # type: ignore[index]

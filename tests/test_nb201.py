@@ -11,7 +11,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from conftest import ROOT, run_script
+from conftest import ROOT, load_experiment, run_script
 from nasrl.controller.evolution import EvolutionPolicy
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
@@ -184,10 +184,10 @@ def test_benchmark_refuses_a_missing_table_in_one_line(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_the_ranks_script_places_each_best_cell_among_the_table(table, monkeypatch, capsys) -> None:
-    """scripts/nb201_ranks.py (README, "A controller that needs fewer evaluations"): after 25 evaluations each
+    """experiments/nb201_ranks.py (README, "A controller that needs fewer evaluations"): after 25 evaluations each
     seed's best-reward cell has a rank; in this table the optimum (all nor_conv_3x3, reward 82) is rank 0 and
     valid_acc_200ep = reward + 5, so the printed mean follows from the ranks' cells."""
-    from nasrl.scripts import nb201_ranks
+    nb201_ranks = load_experiment("nb201_ranks.py")
 
     argv = ["nb201_ranks.py", "--table", str(table), "--strategy", "random", "--seeds", "3", "--budget", "25"]
     monkeypatch.setattr("sys.argv", [*argv, "--workers", "1"])

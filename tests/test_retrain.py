@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_train import train
 
-from conftest import run_script
+from conftest import run_experiment, run_script
 from nasrl.env.evaluators.child_trainer import accuracy_of
 from nasrl.env.evaluators.data import load_dataset
 from nasrl.scripts.retraining import RetrainError, load_model, resolve_architecture
@@ -53,7 +53,7 @@ def test_retraining_best_json_writes_the_files_and_the_model_reproduces_its_accu
 def test_retest_gives_the_reported_accuracy_again_and_one_on_fresh_examples(tmp_path, search_run) -> None:
     out, _ = retrain(tmp_path, f"arch={search_run / 'best.json'}")
     result = json.loads((out / "result.json").read_text())
-    printed = run_script("retest.py", str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
+    printed = run_experiment("retest.py", str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     row = printed.stdout.splitlines()[-1].split()
     assert (
@@ -63,14 +63,14 @@ def test_retest_gives_the_reported_accuracy_again_and_one_on_fresh_examples(tmp_
     fresh_data = load_dataset(**(result["dataset"] | {"test_examples": 200, "test_seed": 3}))
     fresh = accuracy_of(load_model(out / "model.pt"), fresh_data.x_test, fresh_data.y_test)
     assert row[3] == f"{100 * fresh:.2f}" and "fresh (200)" in printed.stdout
-    twice = run_script("retest.py", str(out), str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
+    twice = run_experiment("retest.py", str(out), str(out), "--test-examples", "200", "--test-seed", "3", cwd=tmp_path)
     spread = twice.stdout.splitlines()[-1]  # several runs: their mean and the standard deviation between them
     assert spread.startswith("mean ± std of the 2") and f"{100 * fresh:.2f} ± 0.00%" in spread, twice.stdout
     assert f"{100 * result['test_accuracy']:.2f} ± 0.00%" in spread
 
-    not_a_run = run_script("retest.py", str(search_run), cwd=tmp_path)
+    not_a_run = run_experiment("retest.py", str(search_run), cwd=tmp_path)
     assert not_a_run.returncode == 1 and "not a nasrl-retrain run folder (it needs model.pt" in not_a_run.stderr
-    seed_42 = run_script("retest.py", str(out), "--test-seed", "42", cwd=tmp_path)
+    seed_42 = run_experiment("retest.py", str(out), "--test-seed", "42", cwd=tmp_path)
     assert seed_42.returncode == 2 and "test_seed must be an integer other than 42" in seed_42.stderr
 
 

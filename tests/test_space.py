@@ -7,8 +7,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import random_tokens
+from nasrl.controller.policy import TokenSpec
+from nasrl.controller.random_search import RandomPolicy
+from nasrl.controller.weight_sharing import sample_architecture
+from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.spaces.networks import build_network
+from nasrl.env.spaces.sampling import random_tokens, sample_distinct
 from nasrl.env.spaces.space import SHIPPED_SPACES, SpaceError, load_space, shipped_spaces
 
 INPUTS = {"cnn1d": [(1, 40), (1, 8, 8)], "cnn2d": [(3, 16, 16), (1, 8, 8)], "mlp": [(1, 40), (3, 8, 8)]}
@@ -108,3 +113,22 @@ def test_decode_refuses_incomplete_too_long_and_out_of_range_sequences() -> None
         space.decode([0, 0, 0, 1])
     with pytest.raises(ValueError, match=r"decision 'units' \(valid: 0..4\)"):
         space.decode([0, 7, 0])
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "rnn_cell"])
+def test_sample_distinct_draws_what_random_search_proposes_first(name: str) -> None:
+    """``sample_distinct`` with a seed gives the distinct architectures that ``controller=random`` with that seed
+    samples through the environment's action masks, in that order (the experiments' architecture sets)."""
+    space = load_space(name)
+    env = ChildNetEnv(space=name, evaluator=TokenMatchEvaluator(()))  # only the token protocol is used
+    policy = RandomPolicy(TokenSpec.from_env(env), seed=7)
+    env.reset(seed=7)
+    through_env: dict[tuple[int, ...], None] = {}
+    while len(through_env) < 30:
+        through_env.setdefault(sample_architecture(env, policy).tokens, None)
+    archs = sample_distinct(space, 30, 7)
+    assert [a.tokens for a in archs] == list(through_env)
+    assert archs == sample_distinct(space, 30, np.random.default_rng(7))
+    with pytest.raises(ValueError, match=r"count must be an integer from 0 to the space's 32 architectures, got 33"):
+        sample_distinct(load_space({"name": "tiny", "network": "mlp", "depth": 5, "layer": [
+            {"name": "units", "choices": [8, 16]}]}), 33, 0)  # fmt: skip

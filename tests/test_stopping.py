@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_script
+from conftest import run_experiment
 from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.search import run_search
@@ -126,14 +126,14 @@ def test_the_fidelity_benchmark_on_a_tiny_space(tmp_path) -> None:
     settings = ["epochs=1", "train_fraction=0.5", "stopping.enabled=true,stopping.min_children=2"]
     args = ["--space", "mlp", "--archs", "6", "--workers", "1", "--cache", str(tmp_path / "cache.sqlite"),
             "--full", full, "--round-size", "2", "--settings", *settings]  # fmt: skip
-    first = run_script("bench_fidelity.py", *args, cwd=tmp_path)
+    first = run_experiment("bench_fidelity.py", *args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "trained 6 of 6 children" in first.stdout
     rows = [line.split(" | ") for line in first.stdout.splitlines() if line.startswith("| epochs=1")]
     assert len(rows) == 1 and rows[0][5] == "0.333"  # 1 of 3 epochs: a third of the steps, exactly
     (fraction,) = [line for line in first.stdout.splitlines() if line.startswith("| train_fraction=0.5")]
     assert fraction.split(" | ")[5] == "0.600"  # 150 examples: 3 steps of 64 per epoch instead of 5
-    again = run_script("bench_fidelity.py", *args, cwd=tmp_path)
+    again = run_experiment("bench_fidelity.py", *args, cwd=tmp_path)
     assert "trained 0 of 6 children" in again.stdout and "trained 6" not in again.stderr  # all cached
     assert [r for r in again.stdout.splitlines() if r.startswith("| ")] == [
         r for r in first.stdout.splitlines() if r.startswith("| ")

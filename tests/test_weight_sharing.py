@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_lm import write_text_file
 
-from conftest import random_tokens, run_script
+from conftest import run_experiment, run_script
 from nasrl.controller.evolution import EvolutionPolicy
 from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
@@ -27,6 +27,7 @@ from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.evaluators.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
 from nasrl.env.spaces.networks import build_network
 from nasrl.env.spaces.rnn import build_language_model
+from nasrl.env.spaces.sampling import random_tokens
 from nasrl.env.spaces.space import Architecture, load_space
 from nasrl.env.spaces.supernet import build_supernet
 
@@ -238,22 +239,22 @@ def test_the_command_searches_with_shared_weights_and_retrain_accepts_its_best_j
     retrained = run_script("retrain.py", f"arch={run}", "retrain.epochs=1", f"hydra.run.dir={out}", cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
     assert json.loads((out / "result.json").read_text())["tokens"] == best["tokens"]
-    # scripts/ws_rederive.py: the checkpoint's derivation picks the search's pick again; a shortlist trains
-    again = run_script("ws_rederive.py", str(run), "--standalone-top", "2", cwd=tmp_path)
+    # experiments/ws_rederive.py: the checkpoint's derivation picks the search's pick again; a shortlist trains
+    again = run_experiment("ws_rederive.py", str(run), "--standalone-top", "2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     tokens = ",".join(map(str, best["tokens"]))
     assert f"tokens [{tokens}] (the search's own pick)" in again.stdout
     assert again.stdout.count("    stand-alone ") == 2 and "by stand-alone accuracy among the top 2" in again.stdout
     # --score: the search's own pick, given as its run folder, scores what the derivation gave it and ranks first
-    scored = run_script("ws_rederive.py", str(run), "--score", str(run), cwd=tmp_path)
+    scored = run_experiment("ws_rederive.py", str(run), "--score", str(run), cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     pick_score = re.search(r"by shared-weights score: ([\d.]+)", scored.stdout).group(1)  # type: ignore[union-attr]
     assert f"--score {run}: {pick_score}, 0 of the " in scored.stdout
-    bad = run_script("ws_rederive.py", str(run), "--score", "[99]", cwd=tmp_path)
+    bad = run_experiment("ws_rederive.py", str(run), "--score", "[99]", cwd=tmp_path)
     assert bad.returncode == 1 and "--score [99]: " in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    refused = run_script("ws_rederive.py", str(run), "--samples", "0", cwd=tmp_path)
+    refused = run_experiment("ws_rederive.py", str(run), "--samples", "0", cwd=tmp_path)
     assert refused.returncode == 2 and "--samples must be a positive integer, got 0" in refused.stderr
-    not_a_run = run_script("ws_rederive.py", str(out), cwd=tmp_path)
+    not_a_run = run_experiment("ws_rederive.py", str(out), cwd=tmp_path)
     assert not_a_run.returncode == 1 and "not a finished nasrl-train run folder" in not_a_run.stderr
 
 

@@ -30,7 +30,7 @@ class ChildTrainer(ThreadedEvaluator):
 
     ``num_threads`` (default 1): torch threads per child. One thread, because a child with more threads
     than the cores it can have to itself slows down 1.5 to 13 times (two children side by side, measured
-    by ``scripts/bench_threads.py``; more on a loaded machine); ``search.workers`` uses the cores instead
+    by ``experiments/bench_threads.py``; more on a loaded machine); ``search.workers`` uses the cores instead
     (README, "Threads"). ``None``: the threads the runner gives each child (all cores with
     ``search.workers=1``, cores / workers in worker processes, Ray's ``cpus_per_child``): 1.1 to 1.8x
     faster for a child alone on an idle machine.

@@ -12,7 +12,7 @@ seed gives one search:
   one forward pass of one example (torch's convention, 2 per multiply-add) from the wrapped evaluator.
 
 ``evaluate`` then waits (``time.sleep``: wall time, no CPU), so many simulated children run side by side on a
-few cores: the asynchronous search (``search.mode=async``) and ``scripts/bench_scale.py`` measure a search's
+few cores: the asynchronous search (``search.mode=async``) and ``experiments/bench_scale.py`` measure a search's
 scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.env.runners.clock.VirtualClockRunner`,
 which plays the durations on a simulated clock instead.
 

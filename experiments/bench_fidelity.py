@@ -1,10 +1,10 @@
 """How well cheap children rank architectures: Kendall tau of each cheap setting against the full budget.
 
-    python scripts/bench_fidelity.py                      # 50 cnn1d architectures on MNIST-1D, the default settings
-    python scripts/bench_fidelity.py --settings epochs=2 train_fraction=0.5,epochs=5 stopping.enabled=true
+    python experiments/bench_fidelity.py                  # 50 cnn1d architectures on MNIST-1D, the default settings
+    python experiments/bench_fidelity.py --settings epochs=2 train_fraction=0.5,epochs=5 stopping.enabled=true
 
-1. ``--archs`` distinct architectures are sampled uniformly from the space (``sample_distinct`` of
-   ``scripts/bench_weight_sharing.py``: same seed, same architectures) and trained with the full budget
+1. ``--archs`` distinct architectures are sampled uniformly from the space (``sample_distinct``, as
+   ``experiments/bench_weight_sharing.py`` samples them: same seed, same architectures) and trained with the full budget
    (``ChildTrainer``'s defaults, changed by ``--full``), as ``bench_weight_sharing.py`` trains them: with the
    same cache (``--cache``) their results are already there and cost nothing (the first line says how many
    were trained).
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from nasrl.controller.search import play_episode
+from nasrl.controller.stats import ranking_quality
 from nasrl.env.childnet import ChildNetEnv
 from nasrl.env.evaluators.child_trainer import ChildTrainer
 from nasrl.env.runners import make_runner
-from nasrl.env.spaces.space import Architecture
-from nasrl.scripts.bench_weight_sharing import sample_distinct
+from nasrl.env.spaces.sampling import sample_distinct
+from nasrl.env.spaces.space import Architecture, load_space
 
 DEFAULT_SETTINGS = [
     "epochs=1",
@@ -144,15 +144,13 @@ def evaluate_setting(
 
 def compare(cheap: Outcome, full: Outcome) -> dict[str, float]:
     """The cheap setting's ranking against the full budget's, and what it cost relative to it."""
-    truth, scores = np.array(full.accuracy), np.array(cheap.accuracy)
-    order = np.argsort(-scores, kind="stable")
-    top5 = set(np.argsort(-truth, kind="stable")[:5].tolist())
+    q = ranking_quality(cheap.accuracy, full.accuracy)
     return {
-        "tau": float(stats.kendalltau(scores, truth).statistic),
-        "rho": float(stats.spearmanr(scores, truth).statistic),
-        "top5": len(top5 & set(order[:5].tolist())),
-        "top1": float(truth[order[0]]),
-        "best": float(truth.max()),
+        "tau": q.tau,
+        "rho": q.rho,
+        "top5": q.overlap,
+        "top1": q.top1,
+        "best": q.best,
         "steps": sum(cheap.steps) / (len(full.steps) * full.total_steps),
         "seconds": sum(cheap.seconds) / max(sum(full.seconds), 1e-9),
         "stopped": cheap.stopped,
@@ -185,7 +183,7 @@ def main() -> None:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 
-    archs = sample_distinct(args.space, args.archs, args.seed)
+    archs = sample_distinct(load_space(args.space), args.archs, args.seed)
     common = {"workers": args.workers, "cache": args.cache, "seed": args.seed, "round_size": args.round_size}
     full = evaluate_setting(args.space, archs, full_settings, **common)
     truth = np.array(full.accuracy)

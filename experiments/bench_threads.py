@@ -1,8 +1,8 @@
 """How torch's intra-op thread count changes the training time of one child network, tiny to large.
 
-    python scripts/bench_threads.py                              # all five children, the shipped budgets
-    python scripts/bench_threads.py --only mlp-1x32,cnn-2x16     # a subset
-    python scripts/bench_threads.py --epochs-scale 0.05 --repeats 1   # a quick check (at least 1 epoch)
+    python experiments/bench_threads.py                              # all five children, the shipped budgets
+    python experiments/bench_threads.py --only mlp-1x32,cnn-2x16     # a subset
+    python experiments/bench_threads.py --epochs-scale 0.05 --repeats 1   # a quick check (at least 1 epoch)
 
 For each child (MLPs of the mlp space on digits, CNNs of the cnn1d space on MNIST-1D), the wall time of
 ``ChildTrainer.evaluate(arch, seed=0)`` with the shipped budgets (mnist1d: 10 epochs of batch 128; digits: 20

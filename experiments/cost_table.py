@@ -1,7 +1,7 @@
-"""Print the README's accuracy-against-cost table from the folder ``scripts/cost_result.sh`` filled, and draw
+"""Print the README's accuracy-against-cost table from the folder ``experiments/cost_result.sh`` filled, and draw
 every search's front of validation accuracy against parameters on one figure.
 
-    python scripts/cost_table.py [OUT_FOLDER] [SEED] [FIGURE]     # defaults: outputs/cost_result 0 OUT/fronts.png
+    python experiments/cost_table.py [OUT_FOLDER] [SEED] [FIGURE]     # defaults: outputs/cost_result 0 OUT/fronts.png
 """
 
 from __future__ import annotations

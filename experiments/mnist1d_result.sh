@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's MNIST-1D result: for seeds 0-2, the default search (LSTM) and random search with the same
-# budget, each best architecture retrained with the full recipe, and a plain 4-layer CNN with that recipe.
+# budget (conf/experiment/mnist1d_result.yaml), each best architecture retrained with the full recipe, and a
+# plain 4-layer CNN with that recipe.
 # About 100 minutes on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.
-#   bash scripts/mnist1d_result.sh [OUT_FOLDER]        # then: python scripts/mnist1d_table.py OUT_FOLDER
+#   bash experiments/mnist1d_result.sh [OUT_FOLDER]        # then: python experiments/mnist1d_table.py OUT_FOLDER
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/mnist1d_result}
@@ -13,15 +14,16 @@ for controller in lstm random; do
     search=$out/search_${controller}_$seed
     [ -f "$search/done" ] || {
       rm -rf "$search"
-      python scripts/train.py controller=$controller seed=$seed search.progress=false hydra.run.dir="$search"
+      nasrl-train +experiment=mnist1d_result controller=$controller seed=$seed search.progress=false \
+        hydra.run.dir="$search"
       touch "$search/done"
     }
     [ -f "$out/retrain_${controller}_$seed/result.json" ] ||
-      python scripts/retrain.py arch="$search/best.json" seed=$seed hydra.run.dir="$out/retrain_${controller}_$seed"
+      nasrl-retrain arch="$search/best.json" seed=$seed hydra.run.dir="$out/retrain_${controller}_$seed"
   done
 done
 for seed in 0 1 2; do
   [ -f "$out/retrain_plain_cnn_$seed/result.json" ] ||
-    python scripts/retrain.py arch="$plain_cnn" seed=$seed hydra.run.dir="$out/retrain_plain_cnn_$seed"
+    nasrl-retrain arch="$plain_cnn" seed=$seed hydra.run.dir="$out/retrain_plain_cnn_$seed"
 done
-python scripts/mnist1d_table.py "$out"
+python experiments/mnist1d_table.py "$out"

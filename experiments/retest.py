@@ -1,7 +1,7 @@
 """Test retrained MNIST-1D models again: on the standard 1000 test examples and on fresh ones.
 
-    python scripts/retest.py outputs/ws_result/retrain_lstm_batch5_0 outputs/ws_result/retrain_random_0
-    python scripts/retest.py RUN [RUN ...] --test-examples 50000 --test-seed 0
+    python experiments/retest.py outputs/ws_result/retrain_lstm_batch5_0 outputs/ws_result/retrain_random_0
+    python experiments/retest.py RUN [RUN ...] --test-examples 50000 --test-seed 0
 
 For each ``nasrl-retrain`` run folder (its ``model.pt`` and ``result.json``) of a classifier retrained on
 MNIST-1D: the saved model's accuracy on the standard test split (what ``nasrl-retrain`` reported; the script
@@ -21,10 +21,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from nasrl.controller.stats import mean_std
 from nasrl.env.evaluators.child_trainer import accuracy_of
 from nasrl.env.evaluators.data import DataError, load_dataset
 from nasrl.scripts.retraining import load_model
-from nasrl.scripts.tables import mean_std
 
 
 def retest(run: Path, test_examples: int, test_seed: int) -> dict[str, Any]:

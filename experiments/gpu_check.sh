@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device checks of a GPU machine (README, "Devices"), in about 3 to 4 minutes on one H200 with 16 cores:
-#   bash scripts/gpu_check.sh                 # CHILDREN=4 bash scripts/gpu_check.sh: a quicker benchmark
+#   bash experiments/gpu_check.sh             # CHILDREN=4 bash experiments/gpu_check.sh: a quicker benchmark
 # 1. the tests marked cuda in tests/test_device.py: a child, a mixed-precision child and a language-model child
 #    on the GPU, retraining there (the saved model loads on the CPU), one GPU per worker process, Ray
 #    children with a GPU share (if Ray is installed);
@@ -35,6 +35,7 @@ import torch
 from nasrl.env.evaluators.child_trainer import ChildTrainer
 from nasrl.env.threads import available_cores
 from nasrl.env.runners.local import ProcessRunner
+from nasrl.env.spaces.sampling import random_tokens
 from nasrl.env.spaces.space import load_space
 
 n = int(os.environ["CHILDREN"])
@@ -45,14 +46,8 @@ rng = np.random.default_rng(0)
 failures = 0
 
 
-def draw():
-    tokens = []
-    while (decision := space.next_decision(tokens)) is not None:
-        tokens.append(int(rng.integers(space.num_choices(decision))))
-    return space.decode(tokens)
-
-
-archs = [draw() for _ in range(n + 1)]  # archs[0] warms up (data to the device, CUDA context, cuDNN choices)
+# archs[0] warms up (data to the device, CUDA context, cuDNN choices)
+archs = [space.decode(random_tokens(space, rng)) for _ in range(n + 1)]
 
 
 def one_after_another(label, **settings):

@@ -1,6 +1,6 @@
-"""Print the README's weight-sharing table from the folder that ``scripts/ws_result.sh`` filled.
+"""Print the README's weight-sharing table from the folder that ``experiments/ws_result.sh`` filled.
 
-python scripts/ws_table.py [FOLDER] [SEED ...]      # seeds 0 1 2 unless given
+python experiments/ws_table.py [FOLDER] [SEED ...]      # seeds 0 1 2 unless given
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from nasrl.controller.runfolder import read_best
-from nasrl.scripts.tables import mean_std
+from nasrl.controller.stats import mean_std
 
-SEEDS = (0, 1, 2)  # what scripts/ws_result.sh runs unless told
+SEEDS = (0, 1, 2)  # what experiments/ws_result.sh runs unless told
 
 
 def main(out: Path, seeds: tuple[int, ...] = SEEDS) -> None:

@@ -1,4 +1,4 @@
-"""Print the README's language-model table from the folder that ``scripts/lm_result.sh`` filled."""
+"""Print the README's language-model table from the folder that ``experiments/lm_result.sh`` filled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nasrl.controller.runfolder import read_elapsed_minutes, read_history
-from nasrl.scripts.tables import mean_std
+from nasrl.controller.stats import mean_std
 
 CELLS = [
     ("lstm", "searched cell (LSTM controller)"),

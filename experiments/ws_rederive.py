@@ -1,9 +1,9 @@
 """Derive again from a finished weight-sharing search, with other derivation settings, without searching again.
 
-    python scripts/ws_rederive.py outputs/ws_result/search_lstm_batch5_0                 # reproduces derived.csv
-    python scripts/ws_rederive.py RUN [RUN ...] --samples 300                            # a larger derivation
-    python scripts/ws_rederive.py RUN [RUN ...] --standalone-top 3                       # a stand-alone shortlist
-    python scripts/ws_rederive.py RUN --score outputs/mnist1d_ref/search_lstm_0          # rank another architecture
+    python experiments/ws_rederive.py outputs/ws_result/search_lstm_batch5_0                 # reproduces derived.csv
+    python experiments/ws_rederive.py RUN [RUN ...] --samples 300                            # a larger derivation
+    python experiments/ws_rederive.py RUN [RUN ...] --standalone-top 3                       # a stand-alone shortlist
+    python experiments/ws_rederive.py RUN --score outputs/mnist1d_ref/search_lstm_0          # rank another architecture
 
 For each run folder of ``nasrl-train env=mnist1d_ws ...`` (or another ``SharedWeightsTrainer`` search): the
 policy, shared weights and random states are loaded from its final ``checkpoint.pt``, exactly as a resumed

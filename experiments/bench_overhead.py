@@ -1,7 +1,7 @@
 """What the framework costs on top of child training, measured side by side in one run.
 
-    python scripts/bench_overhead.py                 # all four, about 8 minutes on 2 cores
-    python scripts/bench_overhead.py --only a,b      # a subset
+    python experiments/bench_overhead.py                 # all four, about 8 minutes on 2 cores
+    python experiments/bench_overhead.py --only a,b      # a subset
 
 (a) one child trained through the environment (reset, one step per token, the last one trains and
     validates) against a bare PyTorch loop written here that trains the same network, from the same

@@ -1,12 +1,12 @@
 """Print the README's table of weight sharing against the per-child search on fresh MNIST-1D test examples.
 
-    python scripts/ws_fresh_table.py [WS_FOLDER] [REF_FOLDER]   # outputs/ws_result outputs/mnist1d_ref
+    python experiments/ws_fresh_table.py [WS_FOLDER] [REF_FOLDER]   # outputs/ws_result outputs/mnist1d_ref
 
-Tests every retrained model of the rows below again with ``scripts/retest.py`` (50,000 fresh examples, test
+Tests every retrained model of the rows below again with ``experiments/retest.py`` (50,000 fresh examples, test
 seed 0; about 10 minutes on 2 cores) and prints, per row, the fresh and standard test accuracies, then the
 figures the README draws from them: retraining noise, the per-child search against the LSTM with weight
 sharing and the LSTM against random search (Welch's t-tests), and how much easier the standard 1000 examples
-are. WS_FOLDER is what ``scripts/ws_result.sh`` filled (with the README's extra retrainings); REF_FOLDER holds
+are. WS_FOLDER is what ``experiments/ws_result.sh`` filled (with the README's extra retrainings); REF_FOLDER holds
 the per-child searches retrained as the README says ("The MNIST-1D result with weight sharing").
 """
 
@@ -16,10 +16,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from retest import retest  # experiments/retest.py: python puts this script's folder first on sys.path
 from scipy import stats
 
-from nasrl.scripts.retest import retest
-from nasrl.scripts.tables import mean_std
+from nasrl.controller.stats import mean_std
 
 # (label, folder name with {s} for the seed and {ws} / {ref} for the two folders, seeds, seeds whose folder is
 # another row's because the derivation picked the search's own architecture there)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's language-model result (Zoph & Le's Penn Treebank experiment on tiny-shakespeare): for seeds
-# 0-2, the default recurrent-cell search (env=lm, LSTM controller) and random search with the same budget;
+# 0-2, the default recurrent-cell search (env=lm, LSTM controller: conf/experiment/lm_result.yaml) and random
+# search with the same budget;
 # then each found cell and the standard LSTM, GRU and tanh RNN retrained at 500k parameters on words
 # (4 epochs, test perplexity) and moved to characters (2 epochs, bits per character), as Zoph & Le moved
 # their cell from word-level to character-level Penn Treebank. About 40 minutes of searches and 40 of
 # retraining with JOBS=2 on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.
-#   JOBS=2 bash scripts/lm_result.sh [OUT_FOLDER]        # then: python scripts/lm_table.py OUT_FOLDER
+#   JOBS=2 bash experiments/lm_result.sh [OUT_FOLDER]        # then: python experiments/lm_table.py OUT_FOLDER
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/lm_result}
@@ -17,8 +18,8 @@ for controller in lstm random; do
   for seed in 0 1 2; do
     search=$out/search_${controller}_$seed
     [ -f "$search/done" ] && continue
-    echo "rm -rf $search && python scripts/train.py env=lm controller=$controller seed=$seed search.progress=false \
-hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
+    echo "rm -rf $search && nasrl-train +experiment=lm_result controller=$controller seed=$seed \
+search.progress=false hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
   done
 done | run_all
 
@@ -34,9 +35,9 @@ for seed in 0 1 2; do
       epochs=$([ $level = word ] && echo 4 || echo 2)
       dest=$out/retrain_${cell}_${level}_$seed
       [ -f "$dest/result.json" ] && continue
-      echo "python scripts/retrain.py arch=$arch 'dataset={vocab_size:$vocab,level:$level}' lm.epochs=$epochs \
+      echo "nasrl-retrain arch=$arch 'dataset={vocab_size:$vocab,level:$level}' lm.epochs=$epochs \
 lm.num_threads=1 seed=$seed hydra.run.dir=$dest > $dest.log 2>&1"
     done
   done
 done | run_all
-python scripts/lm_table.py "$out"
+python experiments/lm_table.py "$out"

@@ -1,8 +1,8 @@
 """Scale: architectures per hour and worker utilisation at 1 to 64 workers, in rounds and asynchronously.
 
-    python scripts/bench_scale.py                                  # the README's table (about 15 minutes)
-    python scripts/bench_scale.py --backends virtual --workers 1 4 16 64 256
-    python scripts/bench_scale.py --backends process --workers 4 --strategies lstm --modes async
+    python experiments/bench_scale.py                                  # the README's table (about 15 minutes)
+    python experiments/bench_scale.py --backends virtual --workers 1 4 16 64 256
+    python experiments/bench_scale.py --backends process --workers 4 --strategies lstm --modes async
 
 Every search is real: the controller, its proposals and the rewards (the NAS-Bench-201 table's, or, without
 ``--table``, the synthetic token-match score). Only the children's training time is simulated
@@ -192,7 +192,7 @@ def write(out: Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> No
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    command = "python scripts/bench_scale.py " + " ".join(sys.argv[1:])
+    command = "python experiments/bench_scale.py " + " ".join(sys.argv[1:])
     lines = [
         f"`{command.strip()}` ({args.durations} durations, time scale {args.time_scale})",
         "",

@@ -1,20 +1,20 @@
 """How well shared weights rank architectures: Kendall tau against stand-alone training, from one run.
 
-    python scripts/bench_weight_sharing.py                         # 50 cnn1d architectures on MNIST-1D
-    python scripts/bench_weight_sharing.py --variant optimizer=adam,lr=0.003 --variant epochs=25
+    python experiments/bench_weight_sharing.py                         # 50 cnn1d architectures on MNIST-1D
+    python experiments/bench_weight_sharing.py --variant optimizer=adam,lr=0.003 --variant epochs=25
 
 1. ``--archs`` distinct architectures are sampled uniformly (each token uniform among its valid choices, as
-   ``controller=random`` samples) from the space and trained stand-alone, as a per-child search trains them
-   (``ChildTrainer``'s defaults: 10 epochs of Adam), ``--workers`` at a time; the results are kept in an
-   evaluation cache (``--cache``), so a second run trains nothing.
+   ``controller=random`` samples; ``nasrl.env.spaces.sampling.sample_distinct``) from the space and trained
+   stand-alone, as a per-child search trains them (``ChildTrainer``'s defaults: 10 epochs of Adam), ``--workers``
+   at a time; the results are kept in an evaluation cache (``--cache``), so a second run trains nothing.
 2. For every ``--variant`` (``SharedWeightsTrainer`` settings, ``key=value`` separated by commas; the
    defaults of ``env=mnist1d_ws`` first), shared weights are trained as random search with weight sharing
    trains them (``epochs * shared_steps`` steps, one uniformly sampled child per mini-batch; a
    ``depth_power`` setting is ``controller.depth_power`` of ``controller=random``), then every architecture is
    scored on the validation split with them. ``--shared-seed`` seeds the shared weights and their sampling.
 3. Printed per variant: Kendall tau and Spearman rho between the two validation accuracies, the overlap of
-   the two top-5 sets, the stand-alone accuracy of the shared weights' top-1 against the best of the set,
-   and the seconds its shared weights took to train.
+   the two top-5 sets (ties: the architecture sampled first), the stand-alone accuracy of the shared weights'
+   top-1 against the best of the set, and the seconds its shared weights took to train.
 """
 
 from __future__ import annotations
@@ -24,28 +24,17 @@ import time
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import play_episode
+from nasrl.controller.stats import ranking_quality
 from nasrl.controller.weight_sharing import sample_architecture
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.evaluators.weight_sharing import SharedWeightsTrainer
 from nasrl.env.runners.local import ProcessRunner
-from nasrl.env.spaces.space import Architecture
-
-
-def sample_distinct(space: str, count: int, seed: int) -> list[Architecture]:
-    env = ChildNetEnv(space=space, evaluator=TokenMatchEvaluator(()))  # only the token protocol is used
-    policy = RandomPolicy(TokenSpec.from_env(env), seed=seed)
-    env.reset(seed=seed)
-    archs: dict[tuple[int, ...], Architecture] = {}
-    while len(archs) < count:
-        arch = sample_architecture(env, policy)
-        archs.setdefault(arch.tokens, arch)
-    return list(archs.values())
+from nasrl.env.spaces.sampling import sample_distinct
+from nasrl.env.spaces.space import Architecture, load_space
 
 
 def standalone(space: str, archs: list[Architecture], workers: int, cache: str, seed: int) -> list[float]:
@@ -113,9 +102,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="SharedWeightsTrainer settings k=v,k=v")
     args = parser.parse_args()
 
-    archs = sample_distinct(args.space, args.archs, args.seed)
+    archs = sample_distinct(load_space(args.space), args.archs, args.seed)
     truth = np.array(standalone(args.space, archs, args.workers, args.cache, args.seed))
-    top5 = set(np.argsort(-truth)[:5].tolist())
     print(f"stand-alone validation accuracy of the {len(archs)} architectures: "
           f"{truth.min():.4f} .. {truth.max():.4f}, median {np.median(truth):.4f}")  # fmt: skip
     print("| shared-weights settings | Kendall tau | Spearman rho | top-5 overlap | top-1 stand-alone (best) | s |")
@@ -123,16 +111,10 @@ def main() -> None:
     for variant in ["", *args.variant]:
         for seed in args.shared_seed or [args.seed]:
             scores, seconds = shared(args.space, archs, parse_variant(variant), seed)
-            tau = stats.kendalltau(scores, truth).statistic
-            rho = stats.spearmanr(scores, truth).statistic
-            order = np.argsort(-np.array(scores), kind="stable")
-            overlap = len(top5 & set(order[:5].tolist()))
+            q = ranking_quality(scores, truth)
             label = (variant or "defaults") + (f" (shared seed {seed})" if args.shared_seed else "")
-            print(
-                f"| {label} | {tau:.3f} | {rho:.3f} | {overlap}/5 | "
-                f"{truth[order[0]]:.4f} ({truth.max():.4f}) | {seconds:.0f} |",
-                flush=True,
-            )
+            print(f"| {label} | {q.tau:.3f} | {q.rho:.3f} | {q.overlap}/5 | {q.top1:.4f} ({q.best:.4f}) | "
+                  f"{seconds:.0f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

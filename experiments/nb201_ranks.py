@@ -1,7 +1,7 @@
 """Where each search's best-reward cell ranks among the 15,625 cells of the NAS-Bench-201 table.
 
-    python scripts/nb201_ranks.py --table ../shared/data/nb201/cifar10.csv --strategy lstm_gp --first-seed 1000
-    python scripts/nb201_ranks.py --table T --strategy lstm_gp -- strategies.lstm_gp.warmup=35
+    python experiments/nb201_ranks.py --table ../shared/data/nb201/cifar10.csv --strategy lstm_gp --first-seed 1000
+    python experiments/nb201_ranks.py --table T --strategy lstm_gp -- strategies.lstm_gp.warmup=35
 
 ``nasrl-benchmark`` reports the mean ``valid_acc_200ep`` of the best-reward cells; this says why a mean is
 what it is. It runs the benchmark's searches (``search_once``, the ``nasrl-train`` loop; a strategy is one of
@@ -17,16 +17,13 @@ import argparse
 import csv
 import multiprocessing as mp
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from nasrl.scripts.app import register_configs
 from nasrl.scripts.benchmark import best_so_far, search_once
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
@@ -41,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_module("nasrl.conf", version_base=None):  # the installed configs
         cfg = compose("benchmark", overrides=[f"env.table={args.table}", *args.overrides])
     strategy = OmegaConf.to_container(cfg.strategies[args.strategy], resolve=True)
     env = OmegaConf.to_container(cfg.env, resolve=True)
