@@ -17,7 +17,8 @@ scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.en
 which plays the durations on a simulated clock instead.
 
 Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify):
-``python -m nasrl.env.runners.durations outputs/cost_result/search_*_0 > env/runners/measured/mnist1d_child_seconds.csv``.
+``python -m nasrl.env.runners.durations outputs/cost_result/search_*_0``
+``> env/runners/measured/mnist1d_child_seconds.csv``.
 """
 
 from __future__ import annotations
