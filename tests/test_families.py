@@ -158,6 +158,10 @@ def test_a_space_names_a_family_it_can_search() -> None:
     lstm = "nasrl.env.spaces.families.rnn_cell.LSTM"
     with pytest.raises(SpaceError, match=rf"key 'network': got '{lstm}', a family without decisions to search"):
         load_space({**base, "network": lstm})
+    with pytest.raises(
+        SpaceError, match=rf"key 'network': network 'my.Fam' cannot be imported .*; {re.escape(accepted)}"
+    ):
+        load_space({**base, "network": "my.Fam"})
     assert searchable_families() == ["cnn1d", "cnn2d", "mlp", "nb201_cell", "rnn_cell"]
 
 

@@ -40,7 +40,12 @@ SHIPPED_FAMILIES = {
 
 
 class FamilyError(ValueError):
-    """A family that cannot be found or used; the message names it and what is accepted."""
+    """A family that cannot be found or used; the message names it and what is accepted (``reason``: the
+    message without the list of what is accepted, for callers that accept less)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -178,15 +183,16 @@ def family_of(network: str) -> NetworkFamily:
     elif isinstance(network, str) and "." in network.strip("."):
         module, _, attr = network.rpartition(".")
     else:
-        raise FamilyError(f"unknown network {network!r}; {_accepted()}")
+        raise _refusal(f"unknown network {network!r}")
     try:
         cls = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise FamilyError(f"network {network!r} cannot be imported ({exc}); {_accepted()}") from None
+        raise _refusal(f"network {network!r} cannot be imported ({exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, NetworkFamily)):
-        raise FamilyError(f"network {network!r} is not a subclass of NetworkFamily; {_accepted()}")
+        raise _refusal(f"network {network!r} is not a subclass of NetworkFamily")
     return cls()
 
 
-def _accepted() -> str:
-    return f"accepted are {sorted(SHIPPED_FAMILIES)} or the dotted path of a NetworkFamily subclass"
+def _refusal(reason: str) -> FamilyError:
+    accepted = f"accepted are {sorted(SHIPPED_FAMILIES)} or the dotted path of a NetworkFamily subclass"
+    return FamilyError(f"{reason}; {accepted}", reason)

@@ -371,7 +371,7 @@ def _family(network: Any, fail: Callable[[str, str], SpaceError]) -> NetworkFami
     try:
         family = family_of(network)
     except FamilyError as exc:
-        raise fail("network", str(exc)) from None
+        raise fail("network", f"{exc.reason}; {accepted}") from None
     if not family.decisions:
         raise fail("network", f"got {network!r}, a family without decisions to search; {accepted}")
     return family
