@@ -25,6 +25,8 @@ import numpy as np
 from nasrl.controller.pareto import COSTS
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchState
+from nasrl.env.spaces.family import Graph
+from nasrl.env.spaces.space import Architecture
 
 # Tag groups: "0_" sorts the overview first in TensorBoard's Time Series (its default tab), whose cards follow the
 # tags' order, reward first: reward, reward_baseline, reward_best, then METRIC_of_best; the policy's group next
@@ -374,24 +376,19 @@ def _figure(width: float, height: float) -> Any:
 
 
 def architecture_figure(arch: dict[str, Any], title: str) -> Any:
-    """A drawing of an architecture (``Architecture.to_dict()``): NAS-Bench-201's cell as its four nodes with
-    an operation on each edge; any other network as its layers from the input down to the output, an arc on
-    the left for each connection (Zoph & Le's skips, a recurrent cell's inputs)."""
-    if arch["network"] == "nb201_cell":
-        return _cell_figure([layer["op"] for layer in arch["layers"]], title)
-    layers, network = arch["layers"], arch["network"]
-    n = len(layers)
+    """A drawing of an architecture (``Architecture.to_dict()``) from the graph its family describes
+    (:meth:`~nasrl.env.spaces.family.NetworkFamily.graph`): a ``row`` of nodes with an operation on each edge
+    (NAS-Bench-201's cell), or a ``column`` of layers from the input down to the output, an arc on the left for
+    each connection (Zoph & Le's skips, a recurrent cell's inputs)."""
+    record = Architecture.from_dict(arch)
+    graph = record.family.graph(record)
+    return _row_figure(graph, title) if graph.layout == "row" else _column_figure(graph, title)
 
-    def reads(i: int) -> list[int]:  # the layers layer i reads; -1: the network input
-        if arch["inputs"][i]:
-            return list(arch["inputs"][i])
-        return [i - 1] if network == "mlp" and i > 0 else [-1]  # an MLP stacks its layers
 
-    fed = {j for i in range(n) for j in reads(i)}
-    ends = ("x_t, h_t-1", "h_t: mean of the loose ends") if network == "rnn_cell" else ("input", "classifier")
-    out_reads = [n - 1] if network == "mlp" else [i for i in range(n) if i not in fed]  # cnn: the loose ends
-    labels = [ends[0], *(f"{i}: " + " ".join(f"{k}={v}" for k, v in layer.items()) for i, layer in enumerate(layers))]
-    labels.append(ends[1])
+def _column_figure(graph: Graph, title: str) -> Any:
+    """Boxes from the input (node 0) down to the output (the last node), the ends shaded, an arc per edge."""
+    labels = graph.nodes
+    n = len(labels) - 2
     figure = _figure(7.0, 0.45 * (n + 2) + 0.7)
     ax = figure.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / figure.get_figheight()))
     ax.set_axis_off()
@@ -402,41 +399,42 @@ def architecture_figure(arch: dict[str, Any], title: str) -> Any:
                 bbox={"boxstyle": "round,pad=0.3", "fc": "#dde7f3" if 0 < k <= n else "#eeeeee", "ec": "0.4"})
         for k, label in enumerate(labels)
     ]  # fmt: skip
-    edges = [(j + 1, i + 1) for i in range(n) for j in reads(i)] + [(j + 1, n + 1) for j in out_reads]
-    for source, target in edges:  # node k is labels[k]: the input is 0, layer i is i + 1, the output n + 1
-        ax.annotate("", xy=(0.0, 0.5), xycoords=boxes[target], xytext=(0.0, 0.5), textcoords=boxes[source],
+    for edge in graph.edges:
+        ax.annotate("", xy=(0.0, 0.5), xycoords=boxes[edge.target], xytext=(0.0, 0.5), textcoords=boxes[edge.source],
                     arrowprops={"arrowstyle": "-|>", "color": "0.3", "lw": 1.0, "shrinkA": 4, "shrinkB": 4,
                                 "connectionstyle": "arc3,rad=0.5"})  # fmt: skip
     figure.suptitle(title, fontsize=10)
     return figure
 
 
-def _cell_figure(ops: list[str], title: str) -> Any:
-    """NAS-Bench-201's cell: nodes 0 (input) to 3 (output), an arrow per edge with its operation (``none``,
-    which cuts the edge, dotted)."""
-    from nasrl.env.spaces.nb201_cell import EDGES
-
+def _row_figure(graph: Graph, title: str) -> Any:
+    """Nodes left to right (captions beneath the two ends), an arrow per edge with its label (a cut edge,
+    such as NAS-Bench-201's ``none``, dotted)."""
+    last = len(graph.nodes) - 1
     figure = _figure(7.0, 3.0)
     ax = figure.add_axes((0.0, 0.0, 1.0, 0.88))
     ax.set_axis_off()
-    ax.set_xlim(-0.8, 6.8)
+    ax.set_xlim(-0.8, 2.0 * last + 0.8)
     ax.set_ylim(-1.6, 1.3)
     ax.set_aspect("equal")
-    for node in range(4):
-        ax.text(2.0 * node, 0.0, str(node), ha="center", va="center", fontsize=11,
+    for node, label in enumerate(graph.nodes):
+        ax.text(2.0 * node, 0.0, label, ha="center", va="center", fontsize=11,
                 bbox={"boxstyle": "circle,pad=0.3", "fc": "#dde7f3", "ec": "0.3"})  # fmt: skip
-    ax.text(0.0, -0.45, "input", ha="center", va="top", fontsize=8, color="0.4")
-    ax.text(6.0, -0.45, "output", ha="center", va="top", fontsize=8, color="0.4")
-    for (target, source), op in zip(EDGES, ops):
+    if graph.captions is not None:
+        ax.text(0.0, -0.45, graph.captions[0], ha="center", va="top", fontsize=8, color="0.4")
+        ax.text(2.0 * last, -0.45, graph.captions[1], ha="center", va="top", fontsize=8, color="0.4")
+    for edge in graph.edges:
+        source, target = edge.source, edge.target
         span = target - source
-        rad = {1: 0.0, 2: -0.35, 3: 0.35}[span]  # adjacent nodes straight, two apart above, the long edge below
-        style = {"color": "0.6", "linestyle": ":"} if op == "none" else {"color": "0.2"}
+        # adjacent nodes straight, two apart above, longer edges below
+        rad = 0.0 if span == 1 else (-0.35 if span == 2 else 0.35)
+        style = {"color": "0.6", "linestyle": ":"} if edge.cut else {"color": "0.2"}
         ax.annotate("", xy=(2.0 * target, 0.0), xytext=(2.0 * source, 0.0),
                     arrowprops={"arrowstyle": "-|>", "shrinkA": 13, "shrinkB": 13, "lw": 1.2,
                                 "connectionstyle": f"arc3,rad={rad}", **style})  # fmt: skip
         # the arc's middle (equal aspect): the chord's middle moved by rad * chord length / 2, to the chord's right
         y = -rad * span if span > 1 else 0.18
-        ax.text(float(source + target), y, op, ha="center", va="center", fontsize=8, color=style["color"],
+        ax.text(float(source + target), y, edge.label, ha="center", va="center", fontsize=8, color=style["color"],
                 bbox={"fc": "white", "ec": "none", "pad": 1.0})  # fmt: skip
     figure.suptitle(title, fontsize=10)
     return figure

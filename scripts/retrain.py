@@ -28,7 +28,6 @@ from nasrl.conf.schema import LMRecipe, Recipe
 from nasrl.controller.build import seed_everything
 from nasrl.env.evaluators.data import load_dataset
 from nasrl.env.evaluators.text import load_corpus
-from nasrl.env.spaces.rnn import RECURRENT_NETWORKS
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
 from nasrl.scripts.retraining import resolve_architecture, retrain, retrain_language_model, save_model
 
@@ -50,7 +49,7 @@ def _run(cfg: DictConfig) -> None:
 
     writer = SummaryWriter(str(out / "tb"))
     try:
-        if arch.network in RECURRENT_NETWORKS:
+        if arch.family.language_model:
             summary = _language_model(cfg, arch, dataset, source, out, writer)
         else:
             summary = _classifier(cfg, arch, dataset, source, out, writer)

@@ -29,14 +29,9 @@ from nasrl.env.evaluators.data import Dataset
 from nasrl.env.evaluators.device import resolve_device
 from nasrl.env.evaluators.lm import evaluate_language_model, perplexity_metrics, train_language_model
 from nasrl.env.evaluators.text import Corpus
+from nasrl.env.spaces.families.rnn_cell import STANDARD_CELLS, standard_cell
 from nasrl.env.spaces.networks import build_network, count_parameters
-from nasrl.env.spaces.rnn import (
-    RECURRENT_NETWORKS,
-    STANDARD_CELLS,
-    build_language_model,
-    hidden_size_for,
-    standard_cell,
-)
+from nasrl.env.spaces.rnn import build_language_model, hidden_size_for
 from nasrl.env.spaces.space import Architecture, SearchSpace, SpaceError, load_space
 from nasrl.env.threads import torch_threads
 
@@ -104,7 +99,7 @@ def resolve_architecture(
     except SpaceError as exc:
         raise RetrainError(str(exc)) from None
     run_dataset = _run_dataset(run_cfg) if run_cfg is not None else None
-    if search_space.network in RECURRENT_NETWORKS:
+    if search_space.family.language_model:
         dataset = _corpus_setting(run_dataset, dataset)
     elif dataset is not None:
         dataset = _checked(dataset_schema(), run_dataset or {}, dataset)
@@ -320,7 +315,7 @@ def load_model(path: str | Path) -> nn.Module:
         raise ValueError(f"{path} is not a model saved by scripts/retrain.py (format {MODEL_FORMAT})")
     arch = Architecture.from_dict(saved["arch"])
     model: nn.Module
-    if arch.network in RECURRENT_NETWORKS:
+    if arch.family.language_model:
         model = build_language_model(arch, len(saved["vocab"]), saved["hidden_size"], saved["num_layers"])
     else:
         model = build_network(arch, saved["input_shape"], saved["num_classes"])

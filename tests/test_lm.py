@@ -18,7 +18,8 @@ from nasrl.env import ChildNetEnv
 from nasrl.env.evaluators.data import DataError
 from nasrl.env.evaluators.lm import LanguageModelTrainer, evaluate_language_model, train_language_model
 from nasrl.env.evaluators.text import EOS, UNK, load_corpus
-from nasrl.env.spaces.rnn import MAX_STATE_NORM, STANDARD_CELLS, build_language_model, hidden_size_for, standard_cell
+from nasrl.env.spaces.families.rnn_cell import STANDARD_CELLS, standard_cell
+from nasrl.env.spaces.rnn import MAX_STATE_NORM, build_language_model, hidden_size_for
 from nasrl.env.spaces.sampling import random_tokens
 from nasrl.env.spaces.space import SHIPPED_SPACES, load_space, shipped_spaces
 from nasrl.scripts.retraining import load_model

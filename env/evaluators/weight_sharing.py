@@ -262,7 +262,7 @@ class SharedWeightsTrainer(SharedWeights):
         self.val_batch_size = val_batch_size
 
     def _build(self, space: SearchSpace) -> torch.nn.Module:
-        if space.network == "rnn_cell":
+        if space.family.language_model:
             raise ValueError(
                 f"space '{space.name}' holds recurrent cells, whose shared weights are a language model's: use "
                 "SharedLanguageModelTrainer (env=lm_ws); SharedWeightsTrainer shares cnn1d, cnn2d and mlp spaces"
@@ -385,7 +385,7 @@ class SharedLanguageModelTrainer(SharedWeights):
         self.score_constant = score_constant
 
     def _build(self, space: SearchSpace) -> torch.nn.Module:
-        if space.network != "rnn_cell":
+        if not space.family.language_model:
             raise ValueError(
                 f"SharedLanguageModelTrainer shares the weights of recurrent cells (space network 'rnn_cell'); "
                 f"space '{space.name}' builds '{space.network}' networks: use SharedWeightsTrainer for those"

@@ -1,4 +1,5 @@
-"""Child networks: build a torch module from a decoded :class:`~env.space.Architecture`."""
+"""Child networks of the ``cnn1d``, ``cnn2d`` and ``mlp`` families (``env/spaces/families/``), and
+:func:`build_network`, which builds any family's from a decoded :class:`~nasrl.env.spaces.space.Architecture`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasrl.env.spaces.family import family_of
 from nasrl.env.spaces.space import Architecture
 from nasrl.env.threads import torch_threads
 
@@ -22,6 +24,8 @@ ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
+ACTIVATIONS = tuple(ACTIVATION_MODULES)  # what a space's ``activation`` decision may choose
+POOLS = ("none", "max", "avg")
 
 
 class ConvChildNet(nn.Module):
@@ -117,25 +121,9 @@ class MLPChildNet(nn.Module):
 
 
 def build_network(arch: Architecture, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The child network of ``arch`` for inputs of ``input_shape`` (without the batch dimension)."""
-    input_shape = tuple(input_shape)
-    if arch.network == "cnn1d":
-        if len(input_shape) > 2:  # flatten spatial dimensions into one sequence
-            n = 1
-            for s in input_shape[1:]:
-                n *= s
-            input_shape = (input_shape[0], n)
-        return ConvChildNet(arch, input_shape, num_classes, dims=1)
-    if arch.network == "cnn2d":
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"network 'cnn2d' needs image inputs shaped (channels, height, width), got {input_shape}; "
-                "use the cnn1d or mlp space for this data set"
-            )
-        return ConvChildNet(arch, input_shape, num_classes, dims=2)
-    if arch.network == "mlp":
-        return MLPChildNet(arch, input_shape, num_classes)
-    raise ValueError(f"unknown network '{arch.network}'; accepted are cnn1d, cnn2d, mlp")
+    """The child network of ``arch`` for inputs of ``input_shape`` (without the batch dimension), as its family
+    (``arch.network``, see :mod:`nasrl.env.spaces.family`) builds it."""
+    return family_of(arch.network).build(arch, tuple(input_shape), num_classes)
 
 
 def count_parameters(model: nn.Module) -> int:

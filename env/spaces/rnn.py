@@ -11,7 +11,8 @@ and the new state h_t averages the loose ends (the nodes no other node reads). I
 leave the state unbounded, so h_t is scaled down to norm :data:`MAX_STATE_NORM` where it grows past it,
 per example and step, as the ENAS PyTorch port does (``shared_rnn.py``, "exploding gradient"). The
 standard cells (``lstm``, ``gru``, ``rnn_tanh``: torch's own modules) plug into the same :class:`LanguageModel`, so a
-searched cell and a baseline are trained by one loop with one parameter count to compare at.
+searched cell and a baseline are trained by one loop with one parameter count to compare at. Which cell a
+language model holds, and its zero state, its family says (``env/spaces/families/rnn_cell.py``).
 """
 
 from __future__ import annotations
@@ -22,25 +23,17 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from nasrl.env.spaces.family import family_of, recurrent_families
 from nasrl.env.spaces.networks import count_parameters
 from nasrl.env.spaces.space import Architecture
 
-STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
 MAX_STATE_NORM = 25.0  # ENAS-pytorch's max_norm
-RECURRENT_NETWORKS = ("rnn_cell", *STANDARD_CELLS)
 CELL_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
     "identity": lambda x: x,
 }
-
-
-def standard_cell(name: str) -> Architecture:
-    """The architecture record of a standard cell (``lstm``, ``gru`` or ``rnn_tanh``): no tokens."""
-    if name not in STANDARD_CELLS:
-        raise ValueError(f"unknown standard cell {name!r}; accepted are {list(STANDARD_CELLS)}")
-    return Architecture(space=name, network=name, tokens=(), layers=[], inputs=[])
 
 
 class DAGCell(nn.Module):
@@ -98,34 +91,24 @@ class LanguageModel(nn.Module):
         self, arch: Architecture, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if arch.network not in RECURRENT_NETWORKS:
-            accepted = list(RECURRENT_NETWORKS)
+        family = family_of(arch.network)
+        if not family.language_model:
+            accepted = recurrent_families()
             raise ValueError(f"network {arch.network!r} is not a recurrent cell; accepted are {accepted}")
         self.network = arch.network
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.embedding = nn.Embedding(vocab_size, hidden_size)
         self.drop = nn.Dropout(dropout)
-        self.cells = nn.ModuleList(self._cell(arch, hidden_size) for _ in range(num_layers))
+        self.cells = nn.ModuleList(family.cell(arch, hidden_size) for _ in range(num_layers))
         self.decoder = nn.Linear(hidden_size, vocab_size)
         self.decoder.weight = self.embedding.weight
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
 
-    @staticmethod
-    def _cell(arch: Architecture, hidden: int) -> nn.Module:
-        if arch.network == "rnn_cell":
-            return DAGCell(arch, hidden, hidden)
-        cls: Any = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}[arch.network]
-        return cls(hidden, hidden)
-
     def initial_state(self, batch_size: int) -> list[Any]:
-        zeros = torch.zeros(batch_size, self.hidden_size)
-        if self.network == "rnn_cell":
-            return [zeros for _ in self.cells]
-        if self.network == "lstm":
-            return [(zeros[None], zeros[None]) for _ in self.cells]
-        return [zeros[None] for _ in self.cells]
+        family = family_of(self.network)
+        return [family.cell_state(batch_size, self.hidden_size) for _ in self.cells]
 
     def forward(self, tokens: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
         """``tokens``: (time, batch) -> logits (time, batch, vocab) and the next state."""

@@ -3,7 +3,7 @@
 A space file (``env/spaces/*.yaml``, shipped with the package, or any path) looks like::
 
     name: cnn1d
-    network: cnn1d            # which builder in env/spaces/networks.py turns an architecture into a module
+    network: cnn1d            # its family (env/spaces/families/), or the dotted path of a user's NetworkFamily
     depth: [1, 2, 3, 4, 5, 6] # a list: the first token chooses the depth; an int: fixed depth
     skip_connections: true    # Zoph & Le anchors: one binary "does layer j feed layer i" per j < i
     head_pool: 1              # spatial size each output is pooled to before the classifier
@@ -14,13 +14,15 @@ A space file (``env/spaces/*.yaml``, shipped with the package, or any path) look
 An episode emits, in order: the depth token (if the depth varies), then for each layer i the skip
 decisions for j = 0..i-1 (if enabled), then the layer's own decisions, then (``node_inputs``, the ENAS
 recurrent cell) the one earlier layer 0..i-1 that layer i > 0 reads; the action mask rules out the rest.
-Every token sequence the space allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that
-``env.networks`` (or ``env.rnn``) can build.
+Every token sequence the space allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that its
+family (:mod:`nasrl.env.spaces.family`) can build. The family decides which decisions a layer may take and
+which values they accept, and whether skip connections or node inputs are allowed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -28,45 +30,10 @@ from typing import Any
 
 import yaml
 
+from nasrl.env.spaces.family import FamilyError, NetworkFamily, family_of, searchable_families
+
 SHIPPED_SPACES = files("nasrl.env.spaces")  # found through the package, so a wheel works from any folder
 
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu", "silu", "identity")
-POOLS = ("none", "max", "avg")
-CELL_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")  # ENAS's recurrent cell (env/spaces/rnn.py)
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-
-# For each network builder: the per-layer decisions it understands, and how a value is checked.
-_POSITIVE_INT = "a positive integer"
-LAYER_DECISIONS: dict[str, dict[str, str]] = {
-    "cnn1d": {
-        "filters": _POSITIVE_INT,
-        "kernel_size": _POSITIVE_INT,
-        "stride": _POSITIVE_INT,
-        "pool": f"one of {list(POOLS)}",
-        "activation": f"one of {list(ACTIVATIONS)}",
-    },
-    "cnn2d": {
-        "filters": _POSITIVE_INT,
-        "filter_height": _POSITIVE_INT,
-        "filter_width": _POSITIVE_INT,
-        "stride": _POSITIVE_INT,
-        "pool": f"one of {list(POOLS)}",
-        "activation": f"one of {list(ACTIVATIONS)}",
-    },
-    "mlp": {
-        "units": _POSITIVE_INT,
-        "activation": f"one of {list(ACTIVATIONS)}",
-    },
-    "nb201_cell": {"op": f"one of {list(NB201_OPS)}"},  # looked up in a table (env/nb201.py), not built
-    "rnn_cell": {"activation": f"one of {list(CELL_ACTIVATIONS)}"},  # a recurrent cell (env/spaces/rnn.py)
-}
-REQUIRED_DECISIONS = {
-    "cnn1d": {"filters"},
-    "cnn2d": {"filters"},
-    "mlp": {"units"},
-    "nb201_cell": {"op"},
-    "rnn_cell": {"activation"},
-}
 TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "node_inputs", "head_pool", "layer", "description")
 
 DEPTH = "depth"
@@ -111,17 +78,15 @@ class Architecture:
     inputs: list[tuple[int, ...]]  # per layer: earlier layers feeding it; empty means the network input
     head_pool: int = 1
 
+    @property
+    def family(self) -> NetworkFamily:
+        """The family that builds, describes and draws this architecture."""
+        return family_of(self.network)
+
     def describe(self) -> str:
         """One readable line, e.g. ``0:[filters=32 activation=relu](in) 1:[filters=64 activation=relu](0)``:
-        each layer with the layers it reads in parentheses (``in``: the network input). MLP layers are
-        stacked, each reading the one before it."""
-        parts = []
-        for i, (layer, inputs) in enumerate(zip(self.layers, self.inputs)):
-            params = " ".join(f"{k}={v}" for k, v in layer.items())
-            stacked = self.network == "mlp" and i > 0
-            src = ",".join(str(j) for j in inputs) if inputs else (str(i - 1) if stacked else "in")
-            parts.append(f"{i}:[{params}]({src})")
-        return " ".join(parts)
+        each layer with the layers it reads in parentheses (``in``: the network input), as its family says."""
+        return self.family.describe(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +136,11 @@ class SearchSpace:
         if self.node_inputs:
             types.append(DecisionType(INPUT, tuple(range(max(1, self.max_depth - 1))), kind="input"))
         self.decision_types = types
+
+    @property
+    def family(self) -> NetworkFamily:
+        """The family of the networks of this space (its ``network``)."""
+        return family_of(self.network)
 
     @property
     def variable_depth(self) -> bool:
@@ -324,8 +294,7 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         if key not in TOP_LEVEL_KEYS:
             raise fail(key, f"unknown key; accepted keys are {list(TOP_LEVEL_KEYS)}")
     network = data.get("network")
-    if network not in LAYER_DECISIONS:
-        raise fail("network", f"got {network!r}; accepted are {sorted(LAYER_DECISIONS)}")
+    family = _family(network, fail)
     name = str(data.get("name", Path(source).stem))
 
     depth = data.get("depth")
@@ -341,7 +310,7 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
     layer = data.get("layer")
     if not isinstance(layer, list) or not layer:
         raise fail("layer", f"got {layer!r}; accepted is a non-empty list of {{name, choices}} entries")
-    accepted = LAYER_DECISIONS[network]
+    accepted = family.decisions
     decisions: list[DecisionType] = []
     seen: set[str] = set()
     for i, entry in enumerate(layer):
@@ -357,31 +326,34 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         if not isinstance(choices, list) or not choices:
             raise fail(f"{where}.choices", f"got {choices!r} for '{dname}'; accepted is a non-empty list")
         for c in choices:
-            if not _valid_value(network, dname, c):
-                raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {accepted[dname]}")
+            if not accepted[dname].valid(c):
+                raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {accepted[dname].accepted}")
         if len(set(map(str, choices))) != len(choices):
             raise fail(f"{where}.choices", f"duplicate choices in {choices!r} for '{dname}'")
         decisions.append(DecisionType(dname, tuple(choices)))
-    missing = REQUIRED_DECISIONS[network] - seen
+    missing = family.required - seen
     if missing:
         raise fail("layer", f"network '{network}' needs the decisions {sorted(missing)}")
 
     skip = data.get("skip_connections", False)
     if not isinstance(skip, bool):
         raise fail("skip_connections", f"got {skip!r}; accepted is true or false")
-    if skip and network not in ("cnn1d", "cnn2d"):
-        raise fail("skip_connections", "skip connections are supported by the cnn1d and cnn2d networks only")
+    if skip and not family.skip_connections:
+        supported = " and ".join(n for n in searchable_families() if family_of(n).skip_connections)
+        raise fail("skip_connections", f"skip connections are supported by the {supported} networks only")
     node_inputs = data.get("node_inputs", False)
     if not isinstance(node_inputs, bool):
         raise fail("node_inputs", f"got {node_inputs!r}; accepted is true or false")
-    if node_inputs != (network == "rnn_cell"):
-        raise fail("node_inputs", "network 'rnn_cell' needs node_inputs: true, and only it accepts it")
+    if node_inputs != family.node_inputs:
+        needing = [network] if family.node_inputs else [n for n in searchable_families() if family_of(n).node_inputs]
+        names = " and ".join(f"'{n}'" for n in needing)
+        raise fail("node_inputs", f"network {names} needs node_inputs: true, and only it accepts it")
     head_pool = data.get("head_pool", 1)
     if not isinstance(head_pool, int) or isinstance(head_pool, bool) or head_pool < 1:
         raise fail("head_pool", f"got {head_pool!r}; accepted is a positive integer")
     return SearchSpace(
         name=name,
-        network=network,
+        network=str(network),  # checked by _family: a string
         depths=tuple(depths),  # type: ignore[arg-type]  # checked above: positive integers
         layer_decisions=decisions,
         skip_connections=skip,
@@ -391,11 +363,15 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
     )
 
 
-def _valid_value(network: str, decision: str, value: Any) -> bool:
-    if decision == "activation":
-        return value in (CELL_ACTIVATIONS if network == "rnn_cell" else ACTIVATIONS)
-    if decision == "pool":
-        return value in POOLS
-    if decision == "op":
-        return value in NB201_OPS
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _family(network: Any, fail: Callable[[str, str], SpaceError]) -> NetworkFamily:
+    """The family ``network:`` names; refused unless it has decisions to search (a standard cell has none)."""
+    accepted = f"accepted are {searchable_families()} or the dotted path of a NetworkFamily subclass"
+    if not isinstance(network, str) or ("." not in network and network not in searchable_families()):
+        raise fail("network", f"got {network!r}; {accepted}")
+    try:
+        family = family_of(network)
+    except FamilyError as exc:
+        raise fail("network", f"{exc.reason}; {accepted}") from None
+    if not family.decisions:
+        raise fail("network", f"got {network!r}, a family without decisions to search; {accepted}")
+    return family

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasrl.env.spaces.family import family_of
 from nasrl.env.spaces.networks import ACTIVATION_MODULES
 from nasrl.env.spaces.rnn import CELL_ACTIVATIONS, unroll_cell
 from nasrl.env.spaces.space import Architecture, SearchSpace
 
-SHARED_NETWORKS = ("cnn1d", "cnn2d", "mlp", "rnn_cell")
 _ACTIVATIONS = {name: make() for name, make in ACTIVATION_MODULES.items()}  # parameter-free, shared by all
 
 
@@ -61,10 +61,10 @@ class ConvSupernet(nn.Module):
     """
 
     def __init__(
-        self, space: SearchSpace, input_shape: Sequence[int], num_classes: int, share_kernels: bool = False
+        self, space: SearchSpace, input_shape: Sequence[int], num_classes: int, dims: int, share_kernels: bool = False
     ) -> None:
         super().__init__()
-        self.dims = 1 if space.network == "cnn1d" else 2
+        self.dims = dims
         shape = tuple(input_shape)
         if self.dims == 1 and len(shape) > 2:  # images read as sequences, as build_network does
             shape = (shape[0], math.prod(shape[1:]))
@@ -271,14 +271,6 @@ def build_supernet(
 ) -> nn.Module:
     """The shared weights of every child of ``space`` for inputs of ``input_shape`` (no batch dimension) and
     ``num_classes`` outputs; a recurrent cell's: for a vocabulary of ``num_classes`` words, ``hidden_size`` units.
-    ``share_kernels``: a convolution's kernel sizes share one tensor (see :class:`ConvSupernet`)."""
-    if space.network in ("cnn1d", "cnn2d"):
-        return ConvSupernet(space, input_shape, num_classes, share_kernels)
-    if space.network == "mlp":
-        return MLPSupernet(space, input_shape, num_classes)
-    if space.network == "rnn_cell":
-        return RecurrentSupernet(space, num_classes, hidden_size, dropout)
-    raise ValueError(
-        f"weight sharing supports the spaces of networks {list(SHARED_NETWORKS)}; space '{space.name}' builds "
-        f"'{space.network}' networks"
-    )
+    ``share_kernels``: a convolution's kernel sizes share one tensor (see :class:`ConvSupernet`). The space's family
+    builds it; one without a supernet refuses, naming those that have one."""
+    return family_of(space.network).build_supernet(space, input_shape, num_classes, hidden_size, dropout, share_kernels)
