@@ -17,12 +17,12 @@ import torch
 from conftest import random_tokens, run_script
 from nasrl.conf.schema import LMRecipe, Recipe
 from nasrl.env import EvalResult, Evaluator
-from nasrl.env.runners import local as parallel_module
 from nasrl.env.evaluators.child_trainer import ChildTrainer, accuracy_of
 from nasrl.env.evaluators.data import Dataset, load_dataset
 from nasrl.env.evaluators.device import resolve_device, worker_device
 from nasrl.env.evaluators.lm import LanguageModelTrainer
 from nasrl.env.evaluators.text import load_corpus
+from nasrl.env.runners import local as parallel_module
 from nasrl.env.runners import make_runner
 from nasrl.env.runners.local import ProcessRunner
 from nasrl.env.spaces.space import Architecture, load_space

@@ -16,8 +16,9 @@ few cores: the asynchronous search (``search.mode=async``) and ``scripts/bench_s
 scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.env.runners.clock.VirtualClockRunner`,
 which plays the durations on a simulated clock instead.
 
-Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify):
-``python -m nasrl.env.runners.durations outputs/cost_result/search_*_0 > env/runners/measured/mnist1d_child_seconds.csv``.
+Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify)::
+
+  python -m nasrl.env.runners.durations outputs/cost_result/search_*_0 > env/runners/measured/mnist1d_child_seconds.csv
 """
 
 from __future__ import annotations
