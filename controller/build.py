@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nasrl.controller.policy import Policy, TokenSpec
+from nasrl.env.childnet import token_env
 from nasrl.env.runners import make_runner
 
 
@@ -55,11 +56,8 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
 
 def build_runner(search_cfg: DictConfig, env: gym.Env) -> Any:
     """What trains a round's children (``search.workers``, ``search.backend``; see ``env/runners/``)."""
-    evaluator = getattr(env.unwrapped, "evaluator", None)
-    if evaluator is None:
-        return None
     return make_runner(
-        evaluator,
+        token_env(env).evaluator,
         workers=search_cfg.workers,
         backend=search_cfg.backend,
         max_retries=search_cfg.max_retries,

@@ -20,11 +20,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from nasrl.controller.pareto import COSTS
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import SearchState
+from nasrl.env.childnet import TokenEnv, token_env
 from nasrl.env.spaces.family import Graph
 from nasrl.env.spaces.space import Architecture
 
@@ -53,10 +55,10 @@ _NOT_LOGGED = {"torch_threads"}  # a setting recorded with each result, not a me
 _NOT_REPORTED = _NOT_LOGGED | set(COSTS) | {"stopped_epoch", "cost_factor", "over_limit"}
 
 
-def logs_val_accuracy(env: Any) -> bool:
+def logs_val_accuracy(env: TokenEnv) -> bool:
     """Whether a search on ``env`` draws ``search/val_accuracy``: unless the environment says its reward is the
-    accuracy itself (``ChildNetEnv.reward_is_accuracy``); an environment that does not say gets it."""
-    return not getattr(env.unwrapped, "reward_is_accuracy", False)
+    accuracy itself (``ChildNetEnv.reward_is_accuracy``)."""
+    return not env.reward_is_accuracy
 
 
 def _differs(row: dict[str, Any]) -> bool:
@@ -284,17 +286,13 @@ class Monitor:
             self.writer.add_scalar(name, value, step)
 
 
-def env_hparams(env: Any) -> dict[str, str]:
+def env_hparams(env: gym.Env) -> dict[str, str]:
     """The hparams that name what a run searched: ``env`` (the class, space and data set, e.g. ``ChildNetEnv:
-    cnn1d on mnist1d``), ``env.space`` and ``env.dataset`` (absent where the evaluator has no data set, as the
-    synthetic one; a lookup table's is its file's name, ``cifar10`` for NAS-Bench-201's)."""
-    base = env.unwrapped
-    evaluator = getattr(base, "evaluator", None)
-    space = getattr(getattr(base, "space", None), "name", None)
-    dataset = getattr(getattr(evaluator, "dataset", None) or getattr(evaluator, "corpus", None), "name", None)
-    table = getattr(evaluator, "table", None)
-    if dataset is None and table is not None:
-        dataset = Path(str(table)).stem
+    cnn1d on mnist1d``), ``env.space`` and ``env.dataset`` (the evaluator's ``describe_data()``: absent where it
+    has no data set, as the synthetic one; a lookup table's is its file's name, ``cifar10`` for NAS-Bench-201's)."""
+    base = token_env(env)
+    space = base.space.name
+    dataset = base.evaluator.describe_data()
     names = {"env": type(base).__name__ + (f": {space}" if space else "") + (f" on {dataset}" if dataset else "")}
     names |= {key: value for key, value in (("env.space", space), ("env.dataset", dataset)) if value}
     return names

@@ -25,6 +25,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from nasrl.env.childnet import token_env
+
 
 @dataclass(frozen=True)
 class TokenSpec:
@@ -38,7 +40,8 @@ class TokenSpec:
 
     @classmethod
     def from_env(cls, env: gym.Env) -> TokenSpec:
-        types = env.unwrapped.decision_types  # type: ignore[attr-defined]
+        """The spec of ``env``, whose ``unwrapped`` must be a :class:`~nasrl.env.childnet.TokenEnv`."""
+        types = token_env(env).decision_types
         return cls(
             decision_names=tuple(t.name for t in types),
             decision_kinds=tuple(t.kind for t in types),

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nasrl.controller.policy import Policy
+from nasrl.env.evaluators.base import Evaluator
 
 HISTORY_COLUMNS = [
     "index",  # number of the distinct architecture (a reused row repeats the first one's index)
@@ -129,12 +130,11 @@ class SearchState:
         return row
 
 
-def evaluator_to_keep(env: Any) -> Any:
-    """The evaluator of ``env`` if a resume needs its state in the checkpoint (``keeps_state``, e.g. early
-    stopping's completed curves), else None: a search whose evaluator keeps nothing writes the checkpoint it
-    always wrote, and older checkpoints stay resumable."""
-    evaluator = getattr(getattr(env, "unwrapped", env), "evaluator", None)
-    return evaluator if getattr(evaluator, "keeps_state", False) else None
+def evaluator_to_keep(evaluator: Evaluator) -> Evaluator | None:
+    """``evaluator`` if a resume needs its state in the checkpoint (``keeps_state``, e.g. early stopping's
+    completed curves), else None: a search whose evaluator keeps nothing writes the checkpoint it always wrote,
+    and older checkpoints stay resumable."""
+    return evaluator if evaluator.keeps_state else None
 
 
 class RunFolder:
@@ -146,7 +146,7 @@ class RunFolder:
         self.checkpoint = self.path / "checkpoint.pt"
         self.completions = self.path / "completions.txt"
 
-    def start(self, policy: Policy, resume: bool, evaluator: Any = None) -> SearchState:
+    def start(self, policy: Policy, resume: bool, evaluator: Evaluator | None = None) -> SearchState:
         """The state to continue from: the checkpoint's (``resume``; restores ``policy``, the random states and,
         given, a weight-sharing ``evaluator``) or a new one. Either way the files then agree with the state,
         and a checkpoint exists, so a search interrupted before its first child finished can be resumed too."""
@@ -185,7 +185,7 @@ class RunFolder:
         """Rewrite ``best.json`` (what ``nasrl-retrain RUN`` retrains): ``tokens`` and the readable fields."""
         atomic_write(self.path / "best.json", lambda fh: fh.write(json.dumps(payload, indent=2).encode()))
 
-    def save(self, policy: Policy, state: SearchState, evaluator: Any = None) -> None:
+    def save(self, policy: Policy, state: SearchState, evaluator: Evaluator | None = None) -> None:
         """Rewrite the checkpoint: policy, the loop's state, every random state and, given, the state of a
         weight-sharing ``evaluator`` (its shared weights, optimizer and data order) or of one that stops children
         early (the completed children's curves)."""
@@ -210,7 +210,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def load_checkpoint(path: Path, policy: Policy, evaluator: Any = None) -> SearchState:
+def load_checkpoint(path: Path, policy: Policy, evaluator: Evaluator | None = None) -> SearchState:
     """Restore ``policy``, the random states and, given, a weight-sharing ``evaluator`` from ``path``; return
     the loop's state. Refuses anything unusable, naming what is wrong."""
     try:

@@ -29,6 +29,7 @@ from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
+from nasrl.env.childnet import TokenEnv, token_env
 from nasrl.env.runners.clock import OrderedRunner
 from nasrl.env.runners.local import InProcessRunner
 from nasrl.env.threads import torch_threads
@@ -62,35 +63,31 @@ def run_search(
 
     With ``run_dir``, writes the run folder's files and TensorBoard events; with ``resume``, continues from
     its checkpoint. ``runner`` (``env/runners/``; default: one child after another in this process) trains
-    a round's children, ``workers`` of them at once. An environment without ``defer_training`` trains each
-    child in its last step, one round being one episode. ``mode="async"`` keeps ``workers`` children in
-    training at all times instead (see :func:`_search_async`); ``completion_order`` (a run folder or its
-    ``completions.txt``) replays a recorded asynchronous run.
+    a round's children, ``workers`` of them at once. ``mode="async"`` keeps ``workers`` children in training at
+    all times instead (see :func:`_search_async`); ``completion_order`` (a run folder or its ``completions.txt``)
+    replays a recorded asynchronous run. ``env.unwrapped`` must be a
+    :class:`~nasrl.env.childnet.TokenEnv` (``ChildNetEnv`` is), refused in one line otherwise.
     """
+    base = token_env(env)
     _check(budget, max_episodes, max_consecutive_failures, max_minutes, getattr(policy, "batch_size", 1))
-    if getattr(getattr(env.unwrapped, "evaluator", None), "shares_weights", False):
+    if base.evaluator.shares_weights:
         raise ValueError(
             "the environment's evaluator shares weights: its search is run_weight_sharing_search "
             "(controller/weight_sharing.py), which nasrl-train runs for it"
         )
     if mode not in MODES:
         raise ValueError(f"search.mode must be one of {list(MODES)}, got {mode!r}")
-    if mode == "async" and not hasattr(env.unwrapped, "take_deferred"):
-        raise ValueError(
-            f"search.mode=async trains children while the policy goes on, which {type(env.unwrapped).__name__} "
-            "cannot do (it has no defer_training/take_deferred, as ChildNetEnv has): use search.mode=rounds"
-        )
     if completion_order is not None and mode != "async":
         raise ValueError("search.completion_order replays an asynchronous run: it needs search.mode=async")
     folder = RunFolder(run_dir) if run_dir is not None else None
-    state = folder.start(policy, resume, evaluator_to_keep(env)) if folder is not None else SearchState()
+    state = folder.start(policy, resume, evaluator_to_keep(base.evaluator)) if folder is not None else SearchState()
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams,
-                      logs_val_accuracy(env))  # fmt: skip
-    if runner is None and hasattr(env.unwrapped, "defer_training"):
-        runner = InProcessRunner(env.unwrapped.evaluator)  # type: ignore[attr-defined]
+                      logs_val_accuracy(base))  # fmt: skip
+    if runner is None:
+        runner = InProcessRunner(base.evaluator)
     if completion_order is not None:
         runner = OrderedRunner(runner, read_completions(completion_order), start=state.completions)
-    search = _Search(env, policy, state, folder, monitor, max_consecutive_failures)
+    search = _Search(env, base, policy, state, folder, monitor, max_consecutive_failures)
 
     env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
 
@@ -114,11 +111,13 @@ def run_search(
 
 
 class _Search:
-    """What both loops share: feeding a result back (history, policy, run folder, TensorBoard) and saving."""
+    """What both loops share: feeding a result back (history, policy, run folder, TensorBoard) and saving.
+    ``env`` is played through Gymnasium's API (wrappers included); ``base`` is its ``TokenEnv``."""
 
-    def __init__(self, env: gym.Env, policy: Policy, state: SearchState, folder: RunFolder | None,
+    def __init__(self, env: gym.Env, base: TokenEnv, policy: Policy, state: SearchState, folder: RunFolder | None,
                  monitor: Monitor, max_failures: int) -> None:  # fmt: skip
-        self.env, self.policy, self.state = env, policy, state
+        self.env, self.base, self.policy, self.state = env, base, policy, state
+        self.keep = evaluator_to_keep(base.evaluator)  # early stopping's curves, if on
         self.folder, self.monitor, self.max_failures = folder, monitor, max_failures
         self._session_start, self._elapsed_before = time.monotonic(), state.elapsed
 
@@ -160,7 +159,7 @@ class _Search:
 
     def save(self) -> None:
         if self.folder is not None:
-            self.folder.save(self.policy, self.state, evaluator_to_keep(self.env))  # early stopping's curves, if on
+            self.folder.save(self.policy, self.state, self.keep)
 
 
 def _search_rounds(
@@ -169,17 +168,17 @@ def _search_rounds(
     """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
     and the results are fed back in the order of the proposals."""
     state, first_round = search.state, True
-    rounds_matter = evaluator_to_keep(search.env) is not None
+    rounds_matter = search.keep is not None
     while state.distinct < budget and state.episode < max_episodes and time_left():
         left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
-        size = _round_size(search.policy, workers, left, rounds_matter) if runner is not None else 1
+        size = _round_size(search.policy, workers, left, rounds_matter)
         # judged on the first round only: a later one may be what is left of an update's batch after
         # re-sampled architectures were fed back at once (the LSTM), smaller by design, not by the settings
         if first_round and size < min(workers, left):
             warnings.warn(_idle_workers(workers, size), stacklevel=3)
         first_round = False
         version, first = search.version(), state.proposals
-        for i, (reward, info) in enumerate(_play_round(search.env, search.policy, runner, size)):
+        for i, (reward, info) in enumerate(_play_round(search.env, search.base, search.policy, runner, size)):
             search.feed(reward, info, first + i, version)
         state.proposals = first + size
         search.save()
@@ -199,8 +198,8 @@ def _search_async(
     in which the runner handed results back goes to ``completions.txt``; a search given it again
     (``completion_order``) is the same search. A child that finished after the last checkpoint is fed first on
     resume, from the cache."""
-    env, state = search.env.unwrapped, search.state
-    env.defer_training()  # type: ignore[attr-defined]
+    env, state = search.base, search.state
+    env.defer_training()
     flights: dict[int, tuple[list[int], int, str]] = {}  # proposal -> (tokens, version when proposed, cache key)
     waiting: dict[str, list[int]] = {}  # cache key of a child in training -> its proposals, the first submitted it
 
@@ -208,7 +207,7 @@ def _search_async(
         if not info.get("deferred"):  # known at once (cached, over the cost limit): fed now
             search.feed(reward, info, proposal, version)
             return
-        ((key, job),) = env.take_deferred().items()  # type: ignore[attr-defined]
+        ((key, job),) = env.take_deferred().items()
         flights[proposal] = (info["tokens"], version, key)
         if key not in waiting:  # else the same child is in training already: this proposal waits for its result
             runner.submit(proposal, job)
@@ -230,7 +229,7 @@ def _search_async(
             break
         done, result = runner.next_result()
         key = flights[done][2]
-        env.store_result(key, result)  # type: ignore[attr-defined]
+        env.store_result(key, result)
         state.completions += 1
         if search.folder is not None:
             search.folder.record_completion(done)
@@ -241,7 +240,7 @@ def _search_async(
         state.in_flight = [{"proposal": p, "tokens": t, "version": v} for p, (t, v, _) in flights.items()]
         search.save()
     search.save()  # results known at once since the last child finished
-    env.take_deferred(stop=True)  # type: ignore[attr-defined]
+    env.take_deferred(stop=True)
 
 
 def _write_pareto(run_dir: Path, state: SearchState) -> None:
@@ -253,15 +252,12 @@ def _write_pareto(run_dir: Path, state: SearchState) -> None:
         warnings.warn(f"pareto.csv / pareto.png not written: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
-def _play_round(env: gym.Env, policy: Policy, runner: Any, size: int) -> list[tuple[float, dict]]:
+def _play_round(env: gym.Env, base: TokenEnv, policy: Policy, runner: Any, size: int) -> list[tuple[float, dict]]:
     """One round: the policy proposes ``size`` architectures, their new children are trained at once
-    (``runner``), and the proposals are replayed through ``env.step`` for their rewards, in order.
-    An environment that cannot defer training plays one episode, training its child in the last step."""
-    if runner is None:
-        return [play_episode(env, policy)]
-    env.unwrapped.defer_training()  # type: ignore[attr-defined]
+    (``runner``), and the proposals are replayed through ``env.step`` for their rewards, in order."""
+    base.defer_training()
     proposals = [play_episode(env, policy)[1]["tokens"] for _ in range(size)]
-    env.unwrapped.train_deferred(runner)  # type: ignore[attr-defined]
+    base.train_deferred(runner)
     return [play_episode(env, None, tokens) for tokens in proposals]
 
 

@@ -35,6 +35,8 @@ from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchState
 from nasrl.controller.search import play_episode
+from nasrl.env.childnet import token_env
+from nasrl.env.evaluators.weight_sharing import SharedWeights
 from nasrl.env.spaces.space import Architecture
 from nasrl.env.threads import torch_threads
 
@@ -64,16 +66,20 @@ def run_weight_sharing_search(
     (``env.unwrapped.evaluator``): epochs of the two phases until the evaluator's ``epochs`` are done or (checked
     between epochs) ``max_minutes`` have passed over all sessions, then the derivation. With ``run_dir``, writes
     the run folder and TensorBoard events; with ``resume``, continues from its checkpoint."""
-    evaluator: Any = env.unwrapped.evaluator  # type: ignore[attr-defined]
-    if not getattr(evaluator, "shares_weights", False):
-        raise ValueError(f"weight sharing needs a SharedWeightsTrainer evaluator, got {type(evaluator).__name__}")
+    base = token_env(env)
+    evaluator = base.evaluator
+    if not (evaluator.shares_weights and isinstance(evaluator, SharedWeights)):
+        raise ValueError(
+            f"weight sharing needs an evaluator that subclasses nasrl.env.evaluators.weight_sharing.SharedWeights "
+            f"(SharedWeightsTrainer, SharedLanguageModelTrainer), got {type(evaluator).__name__}"
+        )
     if max_minutes is not None and max_minutes <= 0:
         raise ValueError(f"search.max_minutes must be a positive number or null, got {max_minutes!r}")
     evaluator.start(seed)
     folder = RunFolder(run_dir) if run_dir is not None else None
     state = folder.start(policy, resume, evaluator) if folder is not None else SearchState()
     monitor = Monitor(folder.path if folder else None, state, evaluator.epochs, max_minutes, False, hparams,
-                      logs_val_accuracy(env))  # fmt: skip
+                      logs_val_accuracy(base))  # fmt: skip
     bar = _progress_bar(evaluator) if progress else None
     env.reset(seed=seed)
     session_start, elapsed_before = time.monotonic(), state.elapsed
@@ -121,7 +127,7 @@ def sample_architecture(env: gym.Env, policy: Policy) -> Architecture:
     """An architecture sampled from ``policy`` through the environment's token protocol (masks included),
     which the policy then forgets (``discard_episode``): the shared-weights phase and the derivation sample
     without learning. The last token is not stepped, so the environment trains nothing."""
-    space = env.unwrapped.space  # type: ignore[attr-defined]
+    space = token_env(env).space
     obs, _ = env.reset()
     policy.start_episode()
     tokens: list[int] = []
@@ -135,7 +141,7 @@ def sample_architecture(env: gym.Env, policy: Policy) -> Architecture:
     return space.decode(tokens)
 
 
-def derive(env: gym.Env, policy: Policy, evaluator: Any) -> Derived:
+def derive(env: gym.Env, policy: Policy, evaluator: SharedWeights) -> Derived:
     """Sample ``evaluator.derive_samples`` architectures from ``policy`` and score the distinct ones on the whole
     validation split with the shared weights; best first (ties: the one sampled first)."""
     scored: dict[tuple[int, ...], tuple[float, Architecture]] = {}
@@ -147,7 +153,7 @@ def derive(env: gym.Env, policy: Policy, evaluator: Any) -> Derived:
     return Derived(ranked)
 
 
-def _write_derived(folder: RunFolder, derived: Derived, evaluator: Any, state: SearchState) -> None:
+def _write_derived(folder: RunFolder, derived: Derived, evaluator: SharedWeights, state: SearchState) -> None:
     """``derived.csv`` (every candidate, best first) and ``best.json`` (the best, for ``nasrl-retrain``)."""
     with open(folder.path / "derived.csv", "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -174,7 +180,7 @@ def _write_derived(folder: RunFolder, derived: Derived, evaluator: Any, state: S
     )
 
 
-def _progress_bar(evaluator: Any) -> Any:
+def _progress_bar(evaluator: SharedWeights) -> Any:
     from tqdm import tqdm
 
     done = evaluator.step // evaluator.shared_steps

@@ -10,8 +10,8 @@
 
 from gymnasium.envs.registration import register, registry
 
-from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.childnet import ChildNetEnv, TokenEnv
+from nasrl.env.evaluators.base import EvalResult, Evaluator
 from nasrl.env.evaluators.child_trainer import ChildTrainer
 from nasrl.env.evaluators.lm import LanguageModelTrainer
 from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
@@ -27,9 +27,11 @@ __all__ = [
     "ChildNetEnv",
     "ChildTrainer",
     "EvalResult",
+    "Evaluator",
     "LanguageModelTrainer",
     "SearchSpace",
     "SpaceError",
+    "TokenEnv",
     "TokenMatchEvaluator",
     "load_space",
 ]

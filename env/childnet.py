@@ -14,9 +14,10 @@ offer to be searched by the same loop):
   ``reward_transform(val_accuracy)``, or of the evaluator's ``score`` where it gives one (a language
   model's ``c / perplexity**2``). Its ``info`` holds the decoded architecture and the scores.
 
-An evaluator may hold weights for the whole space (weight sharing, ``env/evaluators/weight_sharing.py``): the
-environment hands it the space (``evaluator.use_space``) and, as its ``cacheable = False`` says, never
-caches its scores, which change as the shared weights train.
+The evaluator subclasses :class:`~nasrl.env.evaluators.base.Evaluator` (anything else is refused in one line),
+which declares what the environment asks of it. One may hold weights for the whole space (weight sharing,
+``env/evaluators/weight_sharing.py``): the environment hands every evaluator the space (``evaluator.use_space``)
+and, as that one's ``cacheable = False`` says, never caches its scores, which change as the shared weights train.
 
 To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
 round of episodes whose last steps only queue their children, trains the queue with
@@ -24,6 +25,9 @@ round of episodes whose last steps only queue their children, trains the queue w
 the same episodes again: their last steps now read the results from the cache. The asynchronous search
 takes each queued child at once (:meth:`ChildNetEnv.take_deferred`), trains it, stores its result
 (:meth:`ChildNetEnv.store_result`) and replays its episode when it is done.
+
+What the search loop (``controller/``) reads of an environment beyond Gymnasium's API is :class:`TokenEnv`;
+the loop takes ``env.unwrapped`` through :func:`token_env` once, which names what an environment lacks.
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from nasrl.env.evaluators.base import EvalResult, Evaluator
+from nasrl.env.evaluators.base import EvalResult, Evaluator, require_evaluator
 from nasrl.env.evaluators.cache import EvaluationCache, cache_key
 from nasrl.env.evaluators.child_trainer import ChildTrainer
 from nasrl.env.evaluators.cost import CostMeter, LatencySettings, can_measure
@@ -46,12 +50,62 @@ from nasrl.env.runners.local import InProcessRunner, Job, safe_evaluate
 from nasrl.env.spaces.space import Architecture, Decision, DecisionType, SearchSpace, load_space
 
 
+@runtime_checkable
+class TokenEnv(Protocol):
+    """What the search loop (``controller/``) needs of an environment besides Gymnasium's ``reset``/``step`` and
+    the token protocol above: :class:`ChildNetEnv` has it all; another environment declares it to be searched."""
+
+    evaluator: Evaluator  # what trains the children (the runners are built around it)
+    space: SearchSpace  # decodes tokens (weight sharing samples through it; its name goes to the hparams)
+    decision_types: list[DecisionType]  # index = obs["decision"]: what a policy is built for (TokenSpec)
+
+    @property
+    def reward_is_accuracy(self) -> bool:
+        """Whether every reward is the validation accuracy itself (TensorBoard then draws it once)."""
+        ...
+
+    def defer_training(self) -> None:
+        """Last steps queue their children instead of training them (a round, or the asynchronous search)."""
+        ...
+
+    def train_deferred(self, runner: Any = None) -> int:
+        """Train the queued children with ``runner`` and keep their results for the replayed episodes."""
+        ...
+
+    def take_deferred(self, stop: bool = False) -> dict[str, Job]:
+        """The children queued since the last call (cache key -> job); ``stop`` ends deferring."""
+        ...
+
+    def store_result(self, key: str, result: EvalResult) -> None:
+        """Keep a result that a runner trained, for the replay of its episode."""
+        ...
+
+
+TOKEN_ENV_MEMBERS = ("evaluator", "space", "decision_types", "reward_is_accuracy", "defer_training",
+                     "train_deferred", "take_deferred", "store_result")  # fmt: skip
+
+
+def token_env(env: gym.Env) -> TokenEnv:
+    """``env.unwrapped`` as the :class:`TokenEnv` the search loop drives: the one checked conversion, at the loop's
+    entry; an environment that lacks part of it is refused in one line naming what is missing."""
+    base = env.unwrapped
+    if not isinstance(base, TokenEnv):
+        missing = [name for name in TOKEN_ENV_MEMBERS if not hasattr(base, name)]
+        raise TypeError(
+            f"{type(base).__name__} cannot be searched: it lacks {missing} of nasrl.env.childnet.TokenEnv "
+            "(subclass ChildNetEnv, or define them)"
+        )
+    require_evaluator(base.evaluator, f"{type(base).__name__}.evaluator")
+    return base
+
+
 class ChildNetEnv(gym.Env):
     """A Gymnasium environment whose episodes emit an architecture token by token.
 
     Args:
         space: search space name (``env/spaces/NAME.yaml``), YAML path, dict or :class:`SearchSpace`.
-        evaluator: object with ``evaluate(arch, seed)``; default trains the child with :class:`ChildTrainer`.
+        evaluator: a :class:`~nasrl.env.evaluators.base.Evaluator`; anything else is refused in one line, not
+            adapted (:func:`~nasrl.env.evaluators.base.require_evaluator` says why). Default: :class:`ChildTrainer`.
         dataset: data set for the default evaluator (name or ``load_dataset`` kwargs).
         training: keyword arguments of the default :class:`ChildTrainer` (epochs, lr, batch_size, ...).
         reward_transform: ``identity``, ``cube`` or a callable applied to the validation accuracy (or to
@@ -84,16 +138,13 @@ class ChildNetEnv(gym.Env):
         if evaluator is None:
             ds = dict(dataset) if isinstance(dataset, dict) else {"name": dataset}
             evaluator = ChildTrainer(dataset=ds, **(training or {}))
-        self.evaluator = evaluator
-        if hasattr(evaluator, "use_space"):  # an evaluator that holds weights for the whole space (weight sharing)
-            evaluator.use_space(self.space)
-        self.cacheable = getattr(evaluator, "cacheable", True)  # False: a score that changes (shared weights)
+        self.evaluator: Evaluator = require_evaluator(evaluator)
+        evaluator.use_space(self.space)  # weight sharing builds its supernet for the space
+        self.cacheable = evaluator.cacheable  # False: a score that changes (shared weights)
         self.reward_transform = get_reward_transform(reward_transform)
         self.failure_reward = float(failure_reward)
         self.cache = cache if isinstance(cache, EvaluationCache) else EvaluationCache(cache)
-        self._fingerprint = (
-            evaluator.fingerprint() if hasattr(evaluator, "fingerprint") else {"evaluator": repr(evaluator)}
-        )
+        self._fingerprint = evaluator.fingerprint()
         self.objective = objective if objective is not None else CostObjective()
         self.costs: CostMeter | None = None  # None: an evaluator whose children's costs cannot be counted
         if can_measure(evaluator):
@@ -135,7 +186,7 @@ class ChildNetEnv(gym.Env):
         ``reward_is_accuracy = False``): TensorBoard then leaves out ``search/val_accuracy``, a second copy of
         ``search/reward``."""
         identity = self.reward_transform is REWARD_TRANSFORMS["identity"] and not self.objective.active
-        return identity and getattr(self.evaluator, "reward_is_accuracy", True)
+        return identity and self.evaluator.reward_is_accuracy
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -195,7 +246,7 @@ class ChildNetEnv(gym.Env):
         queued, self._deferred = self._deferred or {}, None if stop else {}
         return queued
 
-    def store_result(self, key: str, result: Any) -> None:
+    def store_result(self, key: str, result: EvalResult) -> None:
         """Keep the result of a child trained by a runner (a round's, or one at a time in the asynchronous
         search): in the cache, and marked as trained now for the replay of its episode."""
         self.cache.put(key, result)
@@ -233,7 +284,7 @@ class ChildNetEnv(gym.Env):
             result = safe_evaluate(self.evaluator, arch, seed)
             if self.cacheable:
                 self.cache.put(key, result)
-        getattr(self.evaluator, "observe", lambda key, result: None)(key, result)  # e.g. early stopping's curves
+        self.evaluator.observe(key, result)  # e.g. early stopping's curves
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
         extra: dict[str, Any] = {}
         if metric is not None and self.objective.mode == "constraint":

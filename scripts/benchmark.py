@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from nasrl.controller.build import build_env, build_policy, seed_everything
 from nasrl.controller.pareto import hypervolume
 from nasrl.controller.search import MODES, run_search
+from nasrl.env.childnet import token_env
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
@@ -47,7 +48,7 @@ def search_once(
     policy = build_policy(OmegaConf.create(strategy_cfg), env, seed)
     runner, workers = None, simulated["workers"]
     if workers > 1 or simulated["mode"] == "async":  # children on a virtual clock, as `workers` real ones would
-        clock = SimulatedDurations(env.unwrapped.evaluator, simulated["durations"], wait=False)  # type: ignore[attr-defined]
+        clock = SimulatedDurations(token_env(env).evaluator, simulated["durations"], wait=False)
         runner = VirtualClockRunner(clock, workers)  # the clock's cost orders a round longest first
     state = run_search(env, policy, budget=budget, max_episodes=max_episodes, seed=seed, runner=runner,
                        workers=workers, mode=simulated["mode"])  # fmt: skip

@@ -15,7 +15,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,6 +26,7 @@ from nasrl.controller.monitor import env_hparams
 from nasrl.controller.runfolder import resume_config
 from nasrl.controller.search import run_search
 from nasrl.controller.weight_sharing import run_weight_sharing_search
+from nasrl.env.childnet import token_env
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
 
 
@@ -42,13 +43,14 @@ def _search(cfg: DictConfig) -> None:
         cfg = resume_config(cfg.resume, list(hydra_cfg.overrides.task))
     run_dir = Path(hydra_cfg.runtime.output_dir)
 
+    env_settings = cast(dict[str, Any], OmegaConf.to_container(cfg.env))  # a mapping: env is a config group
     hparams = {
         "controller": cfg.controller._target_.rsplit(".", 1)[-1],
         "env": cfg.env._target_.rsplit(".", 1)[-1],
         "seed": cfg.seed,
         "search.budget": cfg.search.budget,
         **{f"controller.{k}": v for k, v in cfg.controller.items() if k != "_target_"},
-        **{f"env.{k}": v for k, v in OmegaConf.to_container(cfg.env).items() if not isinstance(v, (dict, list))},
+        **{f"env.{k}": v for k, v in env_settings.items() if not isinstance(v, (dict, list))},
     }
     seed_everything(cfg.seed)
     with contextlib.ExitStack() as cleanup:
@@ -57,7 +59,7 @@ def _search(cfg: DictConfig) -> None:
             cleanup.callback(env.close)
             hparams |= env_hparams(env)  # env: class, space and data set in one column; env.space, env.dataset
             policy = build_policy(cfg.controller, env, cfg.seed)
-            if getattr(env.unwrapped.evaluator, "shares_weights", False):  # type: ignore[attr-defined]
+            if token_env(env).evaluator.shares_weights:  # ENAS's schedule, not the search of rounds
                 _weight_sharing(cfg, env, policy, run_dir, resuming, hparams)
                 return
             runner = build_runner(cfg.search, env)
@@ -122,7 +124,7 @@ def _weight_sharing(cfg: DictConfig, env: Any, policy: Any, run_dir: Path, resum
     for line in (
         f"derived architecture: {arch.describe()}",
         f"tokens: {' '.join(map(str, arch.tokens))}",
-        f"shared-weights {env.unwrapped.evaluator.score_label}: {score:.4f} (search phase, not a result: retrain it), "
+        f"shared-weights {token_env(env).evaluator.score_label}: {score:.4f} (search phase, not a result: retrain it), "
         f"best of {len(derived.candidates)} sampled",
         f"controller phase: {state.episode} episodes, {state.distinct} distinct architectures, {state.elapsed:.0f} s",
         f"retrain with: nasrl-retrain arch={run_dir}",

@@ -17,6 +17,7 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_completions, read_history
 from nasrl.controller.search import run_search
 from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluators.base import Evaluator
 from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.local import ProcessRunner
@@ -31,7 +32,7 @@ def heavy_tailed(arch, seed: int) -> float:
     return 1.0 + 9.0 * u**6
 
 
-class InterruptAt:
+class InterruptAt(Evaluator):
     """TokenMatchEvaluator that raises KeyboardInterrupt (Ctrl-C) at its ``at``-th child."""
 
     def __init__(self, at: int) -> None:

@@ -17,7 +17,7 @@ from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import run_search
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.base import EvalResult, Evaluator
 from nasrl.env.evaluators.cache import EvaluationCache
 from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.nb201 import NASBench201Env
@@ -33,7 +33,7 @@ SMALL_PARAMS = 8 * 32 + 32 + 32 * 3 + 3  # 387 for inputs of 8 features and 3 cl
 LARGE_PARAMS = 8 * 512 + 512 + 512 * 3 + 3  # 6147
 
 
-class CountingEvaluator:
+class CountingEvaluator(Evaluator):
     """Scores 0.8 without training, counts its calls, and builds the child so that costs can be counted."""
 
     input_shape = (8,)

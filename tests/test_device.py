@@ -16,7 +16,7 @@ import torch
 
 from conftest import run_script
 from nasrl.conf.schema import LMRecipe, Recipe
-from nasrl.env import EvalResult
+from nasrl.env import EvalResult, Evaluator
 from nasrl.env.evaluators.child_trainer import ChildTrainer, accuracy_of
 from nasrl.env.evaluators.data import Dataset, load_dataset
 from nasrl.env.evaluators.device import resolve_device, worker_device
@@ -169,20 +169,19 @@ def test_worker_i_takes_gpu_i_mod_the_gpus_unless_one_is_named() -> None:
     assert worker_device(torch.device("cpu"), 3, count=2) == torch.device("cpu")
 
 
-class WorkerReport:
+class WorkerReport(Evaluator):
     """Reports the number of the worker process it ran in, that process and its device's GPU index (-1:
     none); sleeps so that a round's jobs spread over the workers. Module level: spawned workers import it."""
 
     def __init__(self, device: torch.device | None = None) -> None:
-        if device is not None:
-            self.device = device
+        self.device = device
 
     def fingerprint(self) -> dict:
         return {"evaluator": "WorkerReport"}
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         time.sleep(0.5)
-        device = getattr(self, "device", None)
+        device = self.device
         gpu = -1 if device is None or device.index is None else device.index
         if gpu >= 0:
             torch.ones(1, device=device).sum().item()  # it can really use that GPU
@@ -220,7 +219,7 @@ def test_the_worker_initializer_numbers_the_workers_and_gives_each_its_gpu(monke
         assert [d.index for d in chosen] == [0, 1, 0]
         cpu = WorkerReport()
         parallel_module._init_worker(cpu, threads, counter)
-        assert parallel_module._worker_index == 3 and not hasattr(cpu, "device") and len(chosen) == 3
+        assert parallel_module._worker_index == 3 and cpu.device is None and len(chosen) == 3
     finally:
         torch.set_num_threads(threads)
 

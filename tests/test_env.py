@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import nasrl.env as nasrl_env
 from conftest import chain_cnn1d_tokens
-from nasrl.env import ChildNetEnv, ChildTrainer, TokenMatchEvaluator, load_space
+from nasrl.env import ChildNetEnv, ChildTrainer, Evaluator, TokenMatchEvaluator, load_space
 
 FAST = {"dataset": "mnist1d", "training": {"max_steps": 30, "batch_size": 64}}
 
@@ -133,7 +133,10 @@ def test_loss_that_turns_nan_is_a_recorded_failure_with_the_failure_reward() -> 
 
 
 def test_an_evaluator_that_raises_is_a_recorded_failure() -> None:
-    class Broken:
+    class Broken(Evaluator):
+        def fingerprint(self) -> dict:
+            return {"evaluator": "Broken"}
+
         def evaluate(self, arch, seed):
             raise RuntimeError("out of memory, say")
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import run_script
 from nasrl.controller.runfolder import atomic_write
 from nasrl.controller.search import SearchError
-from nasrl.env import ChildNetEnv, ChildTrainer, load_space
+from nasrl.env import ChildNetEnv, ChildTrainer, Evaluator, load_space
 
 SYNTH = ["env=synthetic", "search.progress=false"]
 
@@ -125,7 +125,10 @@ def test_many_failures_in_a_row_stop_the_search_naming_the_reasons(tmp_path) -> 
     from nasrl.controller.random_search import RandomPolicy
     from nasrl.controller.search import run_search
 
-    class Broken:
+    class Broken(Evaluator):
+        def fingerprint(self) -> dict:
+            return {"evaluator": "Broken"}
+
         def evaluate(self, arch, seed):
             raise RuntimeError(f"broken child {arch.tokens[0]}")
 

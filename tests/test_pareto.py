@@ -16,7 +16,7 @@ from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.runfolder import read_history
 from nasrl.controller.search import run_search
 from nasrl.env.childnet import ChildNetEnv
-from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.base import EvalResult, Evaluator
 from nasrl.env.nb201 import NASBench201Env
 from nasrl.scripts.benchmark import front_hypervolume, hypervolume_over_seeds, write_markdown
 
@@ -93,7 +93,7 @@ def test_a_search_on_the_nb201_table_writes_its_front(tmp_path) -> None:
         assert not any(a >= acc and p <= params and (a, p) != (acc, params) for a, p in points)
 
 
-class Interrupting:
+class Interrupting(Evaluator):
     """The sixth evaluation is interrupted (Ctrl-C), in random search's second round of 4. No costs: the
     front is on accuracy alone, pareto.csv lists no architecture and no plot is drawn (fast)."""
 

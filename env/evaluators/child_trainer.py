@@ -133,6 +133,14 @@ class ChildTrainer(ThreadedEvaluator):
 
         return self.on_device(tensors)  # type: ignore[return-value]
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The data set's: the children are built, so their costs can be counted."""
+        return tuple(self.dataset.input_shape)
+
+    def describe_data(self) -> str:
+        return self.dataset.name
+
     def build(self, arch: Architecture) -> torch.nn.Module:
         return build_network(arch, self.dataset.input_shape, self.dataset.num_classes)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from nasrl.env.evaluators.base import Evaluator
 from nasrl.env.evaluators.cache import EvaluationCache
 from nasrl.env.spaces.networks import count_flops, count_parameters
 from nasrl.env.spaces.space import Architecture
@@ -71,22 +72,13 @@ class LatencySettings:
             raise ValueError(f"env.objective.latency_warmup must be 0 or more, got {self.warmup!r}")
 
 
-def input_shape_of(evaluator: Any) -> tuple[int, ...] | None:
-    """The input shape (without the batch dimension) of the evaluator's children: its ``input_shape``, or its
-    data set's (``ChildTrainer.dataset.input_shape``); None if it has neither."""
-    shape = getattr(evaluator, "input_shape", None)
-    if shape is None:
-        shape = getattr(getattr(evaluator, "dataset", None), "input_shape", None)
-    return tuple(int(s) for s in shape) if shape is not None else None
-
-
-def can_measure(evaluator: Any) -> bool:
-    """Whether the costs of the evaluator's children can be counted: it builds them (``build(arch)``), knows
-    their input shape, and scores each child on its own (weight sharing does not: its children are views of
-    one network, with no training of their own to compare against their cost)."""
-    if getattr(evaluator, "shares_weights", False) or not getattr(evaluator, "cacheable", True):
+def can_measure(evaluator: Evaluator) -> bool:
+    """Whether the costs of the evaluator's children can be counted: it builds them (it has an ``input_shape``),
+    and scores each child on its own (weight sharing does not: its children are views of one network, with no
+    training of their own to compare against their cost)."""
+    if evaluator.shares_weights or not evaluator.cacheable:
         return False
-    return callable(getattr(evaluator, "build", None)) and input_shape_of(evaluator) is not None
+    return evaluator.input_shape is not None
 
 
 @lru_cache(maxsize=1)
@@ -104,7 +96,7 @@ def machine_id() -> str:
 class CostMeter:
     """Measures each architecture's costs once and remembers them.
 
-    ``params`` and ``flops`` come from the evaluator's ``count_costs(arch)`` where it has one (the
+    ``params`` and ``flops`` come from the evaluator's ``count_costs(arch)`` where it gives them (the
     NAS-Bench-201 table's, which is free), else from building the network (``evaluator.build``; the build
     draws initial weights inside ``torch.random.fork_rng``, so measuring moves no random state of the
     search) and counting. ``latency_ms`` is measured only when asked for, and also kept in ``store`` (the
@@ -114,17 +106,17 @@ class CostMeter:
 
     def __init__(
         self,
-        evaluator: Any,
+        evaluator: Evaluator,
         space: dict[str, Any],
         latency: LatencySettings | None = None,
         store: EvaluationCache | None = None,
     ) -> None:
-        shape = input_shape_of(evaluator)
+        shape = evaluator.input_shape
         if not can_measure(evaluator) or shape is None:
             raise ValueError(f"{type(evaluator).__name__} cannot build its children: their costs cannot be counted")
         self.build: Callable[[Architecture], torch.nn.Module] = evaluator.build
-        self.count_costs: Callable[[Architecture], dict[str, int]] | None = getattr(evaluator, "count_costs", None)
-        self.input_shape: tuple[int, ...] = shape
+        self.count_costs: Callable[[Architecture], dict[str, int] | None] = evaluator.count_costs
+        self.input_shape: tuple[int, ...] = tuple(int(s) for s in shape)
         self.latency = latency or LatencySettings()
         self.store = store
         self._network = {"space": space, "builder": type(evaluator).__name__, "input_shape": list(self.input_shape)}
@@ -140,8 +132,8 @@ class CostMeter:
         return {k: known[k] for k in COST_NAMES if k in known and (k != "latency_ms" or with_latency)}
 
     def _count(self, arch: Architecture) -> dict[str, int]:
-        if self.count_costs is not None:
-            counted = self.count_costs(arch)
+        counted = self.count_costs(arch)
+        if counted is not None:
             return {"params": int(counted["params"]), "flops": int(counted["flops"])}
         model = self._model(arch)
         return {"params": count_parameters(model), "flops": count_flops(model, torch.zeros(1, *self.input_shape))}

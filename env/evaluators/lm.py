@@ -220,7 +220,11 @@ class LanguageModelTrainer(ThreadedEvaluator):
         train, val = self.on_device(lambda: (c.train, c.val if n is None else c.val[:n]))
         return train, val
 
+    def describe_data(self) -> str:
+        return self.corpus.name
+
     def build(self, arch: Architecture) -> LanguageModel:
+        """The language model of ``arch`` (for training: it has no ``input_shape``, so no costs are counted)."""
         return build_language_model(arch, self.corpus.vocab_size, self.hidden_size, self.num_layers, self.dropout)
 
     def cost(self, arch: Architecture) -> float:

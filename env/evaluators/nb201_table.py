@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from nasrl.env.evaluators.base import EvalResult
+from nasrl.env.evaluators.base import EvalResult, Evaluator
 from nasrl.env.spaces.nb201_cell import INPUT_SHAPE, NUM_CELLS, OPS, NB201Network, arch_string, cell_costs
 from nasrl.env.spaces.space import Architecture
 
@@ -46,7 +46,7 @@ def parse_arch_string(text: str) -> tuple[str, ...]:
     return tuple(ops)
 
 
-class NB201Table:
+class NB201Table(Evaluator):
     """Evaluator that looks a cell up in a NAS-Bench-201 CSV table.
 
     ``val_accuracy`` is ``reward_column`` / 100; the ``reported_columns`` come back, in percent, as
@@ -73,7 +73,11 @@ class NB201Table:
     def fingerprint(self) -> dict[str, Any]:
         return {"evaluator": type(self).__name__, "table": str(self.table.resolve()), "reward": self.reward_column}
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def describe_data(self) -> str:
+        """The table's file name without its suffix (``cifar10`` for NAS-Bench-201's)."""
+        return self.table.stem
+
+    def evaluate(self, arch: Architecture, seed: int, **round_options: Any) -> EvalResult:
         key = tuple(layer["op"] for layer in arch.layers)
         if key not in self.rows:
             raise KeyError(f"architecture {arch_string(key)} is not in {self.table}")

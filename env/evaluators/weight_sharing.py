@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from nasrl.env.evaluators.base import EvalResult, require_positive
+from nasrl.env.evaluators.base import EvalResult, Evaluator, require_positive
 from nasrl.env.evaluators.data import Dataset, load_dataset
 from nasrl.env.evaluators.device import resolve_device
 from nasrl.env.evaluators.lm import SCORES, as_corpus, evaluate_language_model, perplexity_metrics, state_on
@@ -33,7 +33,7 @@ from nasrl.env.threads import available_cores, torch_threads
 OPTIMIZERS = ("sgd", "adam")
 
 
-class SharedWeights:
+class SharedWeights(Evaluator):
     """What the weight-sharing evaluators have in common: the schedule, the shared weights' optimizer, one
     training step through a path, and the state a resumed search continues from. A subclass builds the
     supernet (``_build``), computes a mini-batch loss (``_loss``), scores children (``evaluate``, ``score``)
@@ -42,6 +42,8 @@ class SharedWeights:
     cacheable = False  # a score depends on when it was taken: the environment must not cache it
     score_label = "score"  # what score() measures, for the printout
     shares_weights = True  # nasrl-train runs controller/weight_sharing.py's schedule for this evaluator
+    keeps_state = True  # a resumed search continues from the shared weights (state_dict)
+    device: torch.device  # resolved from the setting in __init__
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class SharedWeights:
     def _load_data_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def evaluate(self, arch: Architecture, seed: int, **round_options: Any) -> EvalResult:
         raise NotImplementedError
 
     def score(self, arch: Architecture) -> float:
@@ -261,6 +263,9 @@ class SharedWeightsTrainer(SharedWeights):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
 
+    def describe_data(self) -> str:
+        return self.dataset.name
+
     def _build(self, space: SearchSpace) -> torch.nn.Module:
         if space.family.language_model:
             raise ValueError(
@@ -294,7 +299,7 @@ class SharedWeightsTrainer(SharedWeights):
         accuracy = float((logits.argmax(1) == self._y_train[idx]).float().mean())
         return F.cross_entropy(logits, self._y_train[idx]), accuracy
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def evaluate(self, arch: Architecture, seed: int, **round_options: Any) -> EvalResult:
         """The controller phase's reward: accuracy of ``arch`` with the shared weights on the next validation
         mini-batch (``seed`` is not used: the mini-batch order is the search's)."""
         start = time.perf_counter()
@@ -384,6 +389,9 @@ class SharedLanguageModelTrainer(SharedWeights):
         self.score_name = score
         self.score_constant = score_constant
 
+    def describe_data(self) -> str:
+        return self.corpus.name
+
     def _build(self, space: SearchSpace) -> torch.nn.Module:
         if not space.family.language_model:
             raise ValueError(
@@ -428,7 +436,7 @@ class SharedLanguageModelTrainer(SharedWeights):
         accuracy = float((logits.argmax(-1) == window[1:]).float().mean())
         return F.cross_entropy(logits.flatten(0, 1), window[1:].flatten()), accuracy
 
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+    def evaluate(self, arch: Architecture, seed: int, **round_options: Any) -> EvalResult:
         """The controller phase's reward from the perplexity of ``arch`` on the next validation window."""
         start = time.perf_counter()
         if self._val_position + 1 >= len(self._val):

@@ -30,20 +30,19 @@ class VirtualClockRunner:
     def __init__(
         self, evaluator: Evaluator, workers: int, duration: Callable[[Architecture, int], float] | None = None
     ) -> None:
-        if getattr(evaluator, "wait", False):
+        if evaluator.wait:
             raise ValueError(
                 "VirtualClockRunner simulates the waiting itself: give it an evaluator that does not wait "
                 "(SimulatedDurations(..., wait=False))"
             )
-        duration = duration or getattr(evaluator, "duration", None)
-        if duration is None:
+        if duration is None and type(evaluator).duration is Evaluator.duration:  # the default: no durations
             raise ValueError(
                 f"VirtualClockRunner needs each child's duration: {type(evaluator).__name__} has no duration(arch, "
                 "seed); wrap it in nasrl.env.runners.durations.SimulatedDurations or pass duration="
             )
         self.evaluator = evaluator
         self.workers = workers
-        self.duration = duration
+        self.duration: Callable[[Architecture, int], float | None] = duration or evaluator.duration
         self.now = 0.0
         self.busy = 0.0
         self._free_at = [0.0] * workers  # a heap: when each worker is next free
@@ -60,7 +59,10 @@ class VirtualClockRunner:
         arch, seed = job
         options = round_options(self.evaluator) if options is None else options
         result = safe_evaluate(self.evaluator, arch, seed, options)
-        seconds = float(self.duration(arch, seed))
+        duration = self.duration(arch, seed)
+        if duration is None:  # an override of Evaluator.duration that has none for this child
+            raise ValueError(f"VirtualClockRunner: {type(self.evaluator).__name__}.duration gave None for {arch}")
+        seconds = float(duration)
         start = max(self.now, heapq.heappop(self._free_at))
         heapq.heappush(self._free_at, start + seconds)
         heapq.heappush(self._events, (start + seconds, self._sequence, tag, result))

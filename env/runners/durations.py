@@ -16,9 +16,9 @@ few cores: the asynchronous search (``search.mode=async``) and ``experiments/ben
 scheduling at scale this way. ``wait=False`` does not wait, for :class:`nasrl.env.runners.clock.VirtualClockRunner`,
 which plays the durations on a simulated clock instead.
 
-Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify):
-``python -m nasrl.env.runners.durations outputs/cost_result/search_*_0``
-``> env/runners/measured/mnist1d_child_seconds.csv``.
+Regenerate the data file from MNIST-1D search run folders (only ChildTrainer runs at their defaults qualify)::
+
+  python -m nasrl.env.runners.durations outputs/cost_result/search_*_0 > env/runners/measured/mnist1d_child_seconds.csv
 """
 
 from __future__ import annotations
@@ -37,22 +37,22 @@ from collections.abc import Sequence
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
-from nasrl.env.evaluators.base import EvalResult, Evaluator
-from nasrl.env.spaces.space import Architecture
+from nasrl.env.evaluators.base import EvalResult, Evaluator, require_evaluator
+from nasrl.env.spaces.space import Architecture, SearchSpace
 
 DURATIONS = ("mnist1d", "flops")
 MNIST1D_SECONDS = files("nasrl.env.runners") / "measured" / "mnist1d_child_seconds.csv"
 
 
-class SimulatedDurations:
+class SimulatedDurations(Evaluator):
     """An evaluator that returns ``evaluator``'s results and takes a simulated time to do so.
 
     Args:
-        evaluator: the evaluator whose results are returned (any with ``evaluate(arch, seed)``; not one that
+        evaluator: the evaluator whose results are returned (any :class:`Evaluator`; not one that
             shares weights, whose children do not train one by one).
         durations: ``mnist1d`` (measured child training times, drawn) or ``flops`` (the cost model above).
         time_scale: wall seconds waited per simulated second (0.01: a 13 s child waits 0.13 s; 0: no wait).
@@ -68,9 +68,10 @@ class SimulatedDurations:
     The cache key is the wrapped evaluator's (:meth:`fingerprint`): the durations change no accuracy, so a
     simulated search reads and writes the same results as an unwrapped one (like a trainer's measured
     seconds, the simulated ones are not part of the key). ``cost`` is not the duration, which a real scheduler
-    cannot know: with ``flops`` it is the FLOPs, else the wrapped evaluator's own ``cost``, if it has one.
-    Everything else the search asks of an evaluator (``round_options``, ``observe``, ``keeps_state``,
-    ``build``, ``count_costs``, ``input_shape``, ``device``, ...) is the wrapped evaluator's.
+    cannot know: with ``flops`` it is the FLOPs, else the wrapped evaluator's own ``cost``. Every other
+    capability of :class:`~nasrl.env.evaluators.base.Evaluator` (``round_options``, ``observe``, ``keeps_state``,
+    ``build``, ``count_costs``, ``input_shape``, ``device``, ...) is forwarded to the wrapped evaluator, each by
+    name below; ``duration`` and ``wait`` are this wrapper's own.
     """
 
     def __init__(
@@ -82,9 +83,8 @@ class SimulatedDurations:
         min_seconds: float = 4.0,
         wait: bool = True,
     ) -> None:
-        if not callable(getattr(evaluator, "evaluate", None)):
-            raise ValueError(f"evaluator must have evaluate(arch, seed), got {evaluator!r}")
-        if getattr(evaluator, "shares_weights", False):
+        require_evaluator(evaluator, "SimulatedDurations(evaluator=...)")
+        if evaluator.shares_weights:
             raise ValueError(
                 f"{type(evaluator).__name__} shares weights between its children, which do not train one by one: "
                 "its durations cannot be simulated"
@@ -98,8 +98,8 @@ class SimulatedDurations:
             raise ValueError(f"min_seconds must be a number >= 0, got {min_seconds!r}")
         if durations == "flops" and not _counts_flops(evaluator):
             raise ValueError(
-                f"durations='flops' needs the FLOPs of each child, and {type(evaluator).__name__} has neither "
-                "count_costs(arch) nor build(arch) with an input shape: use durations='mnist1d'"
+                f"durations='flops' needs the FLOPs of each child, and {type(evaluator).__name__} has no "
+                "input_shape (it does not build its children): use durations='mnist1d'"
             )
         self.evaluator = evaluator
         self.durations = durations
@@ -110,25 +110,70 @@ class SimulatedDurations:
         self.samples = mnist1d_child_seconds() if durations == "mnist1d" else ()
         self._flops: dict[tuple[int, ...], int] = {}  # counted once per architecture
 
-    def __getattr__(self, name: str) -> Any:
-        """What this class does not define is the wrapped evaluator's (found only when ordinary lookup fails)."""
-        if name.startswith("__") or name == "evaluator":  # unpickling asks before __dict__ is filled
-            raise AttributeError(name)
-        return getattr(self.evaluator, name)
+    # --- the wrapped evaluator's capabilities, forwarded by name --------------------------------------------
 
     @property
-    def device(self) -> Any:
+    def device(self) -> torch.device | None:
         """The wrapped evaluator's device; set, it is the wrapped evaluator's that changes (a worker's GPU)."""
-        return cast(Any, self.evaluator).device  # the Evaluator protocol has no device
+        return self.evaluator.device
 
     @device.setter
-    def device(self, value: Any) -> None:
-        cast(Any, self.evaluator).device = value
+    def device(self, value: torch.device | None) -> None:
+        self.evaluator.device = value
 
     def fingerprint(self) -> dict[str, Any]:
         """The wrapped evaluator's: simulated durations do not change its results (see the class's docstring)."""
-        inner = getattr(self.evaluator, "fingerprint", None)
-        return inner() if inner is not None else {"evaluator": repr(self.evaluator)}  # as ChildNetEnv does
+        return self.evaluator.fingerprint()
+
+    @property
+    def cacheable(self) -> bool:
+        return self.evaluator.cacheable
+
+    @property
+    def shares_weights(self) -> bool:
+        return self.evaluator.shares_weights
+
+    @property
+    def reward_is_accuracy(self) -> bool:
+        return self.evaluator.reward_is_accuracy
+
+    @property
+    def score_label(self) -> str:
+        return self.evaluator.score_label
+
+    def describe_data(self) -> str | None:
+        return self.evaluator.describe_data()
+
+    def use_space(self, space: SearchSpace) -> None:
+        self.evaluator.use_space(space)
+
+    def round_options(self) -> dict[str, Any]:
+        return self.evaluator.round_options()
+
+    def observe(self, key: str, result: EvalResult) -> None:
+        self.evaluator.observe(key, result)
+
+    @property
+    def keeps_state(self) -> bool:
+        return self.evaluator.keeps_state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.evaluator.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evaluator.load_state_dict(state)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self.evaluator.input_shape
+
+    def build(self, arch: Architecture) -> torch.nn.Module:
+        return self.evaluator.build(arch)
+
+    def count_costs(self, arch: Architecture) -> dict[str, int] | None:
+        return self.evaluator.count_costs(arch)
+
+    # --- its own --------------------------------------------------------------------------------------------
 
     def duration(self, arch: Architecture, seed: int) -> float:
         """Simulated training seconds of ``arch`` trained with child seed ``seed`` (unscaled by ``time_scale``)."""
@@ -138,38 +183,35 @@ class SimulatedDurations:
 
     def flops(self, arch: Architecture) -> int:
         """FLOPs of one forward pass of one example through ``arch``: the wrapped evaluator's
-        ``count_costs(arch)["flops"]`` where it has one, else counted on the network it builds."""
+        ``count_costs(arch)["flops"]`` where it gives them, else counted on the network it builds."""
         if arch.tokens not in self._flops:
-            count_costs = getattr(self.evaluator, "count_costs", None)
-            if count_costs is not None:
-                self._flops[arch.tokens] = int(count_costs(arch)["flops"])
+            counted = self.evaluator.count_costs(arch)
+            if counted is not None:
+                self._flops[arch.tokens] = int(counted["flops"])
             else:
-                from nasrl.env.evaluators.cost import input_shape_of
                 from nasrl.env.spaces.networks import count_flops
 
-                shape = input_shape_of(self.evaluator)
+                shape = self.evaluator.input_shape
                 assert shape is not None  # checked by __init__
                 with torch.random.fork_rng(devices=[]):  # building draws initial weights: not the search's
-                    model = cast(Any, self.evaluator).build(arch)
+                    model = self.evaluator.build(arch)
                 self._flops[arch.tokens] = count_flops(model, torch.zeros(1, *shape))
         return self._flops[arch.tokens]
 
     def cost(self, arch: Architecture) -> float:
         """What a scheduler may know before training (runners start the costliest children first): the FLOPs
-        with ``durations='flops'``, else the wrapped evaluator's ``cost`` (0, the proposal order, if none)."""
+        with ``durations='flops'``, else the wrapped evaluator's ``cost`` (0 for all, the proposal order, by
+        default)."""
         if self.durations == "flops":
             return float(self.flops(arch))
-        inner = getattr(self.evaluator, "cost", None)
-        return float(inner(arch)) if inner is not None else 0.0
+        return float(self.evaluator.cost(arch))
 
-    def evaluate(self, arch: Architecture, seed: int, **options: Any) -> EvalResult:
+    def evaluate(self, arch: Architecture, seed: int, **round_options: Any) -> EvalResult:
         """The wrapped evaluator's result, with ``seconds`` the simulated duration (unscaled), after waiting
         (with ``wait``) until ``duration * time_scale`` wall seconds have passed since the call began: the
-        wrapped evaluation's own time is part of the wait, never added to it. ``options``: a round's options,
-        passed on only when there are some (every evaluator takes the two-argument call)."""
+        wrapped evaluation's own time is part of the wait, never added to it. ``round_options`` are passed on."""
         start = time.perf_counter()
-        inner: Any = self.evaluator
-        result = inner.evaluate(arch, seed, **options) if options else inner.evaluate(arch, seed)
+        result = self.evaluator.evaluate(arch, seed, **round_options)
         seconds = self.duration(arch, seed)
         if self.wait:
             time.sleep(max(0.0, seconds * self.time_scale - (time.perf_counter() - start)))
@@ -185,12 +227,10 @@ def draw(tokens: Sequence[int], seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _counts_flops(evaluator: Any) -> bool:
-    from nasrl.env.evaluators.cost import input_shape_of
-
-    if callable(getattr(evaluator, "count_costs", None)):
-        return True
-    return callable(getattr(evaluator, "build", None)) and input_shape_of(evaluator) is not None
+def _counts_flops(evaluator: Evaluator) -> bool:
+    """Whether the FLOPs of the evaluator's children can be counted: it builds them (it has an ``input_shape``),
+    and may count them without building (``count_costs``)."""
+    return evaluator.input_shape is not None
 
 
 @lru_cache(maxsize=1)

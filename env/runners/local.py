@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -54,36 +54,29 @@ OnResult = Callable[[int, EvalResult], None] | None  # called with (job index, r
 
 def round_options(evaluator: Evaluator) -> dict[str, Any]:
     """The keyword arguments of ``evaluate`` for every child of a round starting now (the evaluator's
-    ``round_options()``; none for an evaluator without it)."""
-    options = getattr(evaluator, "round_options", None)
-    return dict(options()) if options is not None else {}
+    ``round_options()``, a copy; none by default)."""
+    return dict(evaluator.round_options())
 
 
 def safe_evaluate(
     evaluator: Evaluator, arch: Architecture, seed: int, options: dict[str, Any] | None = None
 ) -> EvalResult:
     """``evaluator.evaluate(arch, seed, **options)``, with an exception turned into a failed result (a broken
-    child is a recorded failure, not a crashed search). No options: the plain two-argument call, which every
-    evaluator accepts."""
+    child is a recorded failure, not a crashed search). No options: the plain two-argument call."""
     try:
-        if options:
-            return cast(Any, evaluator).evaluate(arch, seed, **options)  # the Evaluator protocol has no options
-        return evaluator.evaluate(arch, seed)
+        return evaluator.evaluate(arch, seed, **(options or {}))
     except Exception as exc:
         return EvalResult(0.0, failed=True, reason=f"{type(exc).__name__}: {exc}")
 
 
 def longest_first(evaluator: Evaluator, jobs: Sequence[Job]) -> list[int]:
-    """Indices of ``jobs``, the most expensive first by ``evaluator.cost`` (ties, and an evaluator without
-    ``cost``, keep the proposal order). Starting the longest jobs first keeps every worker busy until
-    near the end of a round (longest-processing-time-first scheduling)."""
-    cost = getattr(evaluator, "cost", None)
-    if cost is None:
-        return list(range(len(jobs)))
+    """Indices of ``jobs``, the most expensive first by ``evaluator.cost`` (ties, and an evaluator whose
+    ``cost`` is the default 0, keep the proposal order). Starting the longest jobs first keeps every worker
+    busy until near the end of a round (longest-processing-time-first scheduling)."""
 
     def estimate(arch: Architecture) -> float:
         try:
-            return float(cost(arch))
+            return float(evaluator.cost(arch))
         except Exception:  # a child that cannot even be built fails at once when it is evaluated
             return 0.0
 
@@ -136,9 +129,9 @@ _worker_index: int | None = None  # this worker process's number in its pool: 0,
 
 
 def cuda_device_of(evaluator: Evaluator) -> torch.device | None:
-    """The CUDA device ``evaluator`` trains on (its ``device`` attribute, as the trainers of ``nasrl.env``
-    have), or None: the CPU, or an evaluator that does not say."""
-    device = getattr(evaluator, "device", None)
+    """The CUDA device ``evaluator`` trains on (its ``device``), or None: the CPU, or an evaluator that does
+    not say."""
+    device = evaluator.device
     return device if isinstance(device, torch.device) and device.type == "cuda" else None
 
 
@@ -162,7 +155,7 @@ def _init_worker(evaluator: Evaluator, threads: int, counter: Any = None, parent
     device = cuda_device_of(evaluator)
     if device is not None:
         placed = worker_device(device, _worker_index)
-        cast(Any, evaluator).device = placed  # the Evaluator protocol has no device
+        evaluator.device = placed
         torch.cuda.set_device(placed)  # what else this process puts on "cuda" goes there too
 
 

@@ -5,7 +5,7 @@ Ray is the optional extra ``pip install -e ".[ray]"``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -41,7 +41,7 @@ def _evaluate_task(
     torch.set_num_threads(threads)
     if cuda_device_of(evaluator) is not None:
         # Ray shows a task only the GPU it was given (CUDA_VISIBLE_DEVICES): that one is "cuda"
-        cast(Any, evaluator).device = torch.device("cuda")
+        evaluator.device = torch.device("cuda")
     return safe_evaluate(evaluator, arch, seed, options)
 
 
@@ -127,7 +127,7 @@ def check_gpus_per_child(evaluator: Evaluator, gpus_per_child: float) -> None:
     """``search.ray.gpus_per_child`` must fit the evaluator's device (see :class:`RayRunner`); one-line errors."""
     if not (isinstance(gpus_per_child, (int, float)) and gpus_per_child >= 0):
         raise ValueError(f"search.ray.gpus_per_child must be a number >= 0 (e.g. 0.25 or 1), got {gpus_per_child!r}")
-    device = getattr(evaluator, "device", None)
+    device = evaluator.device
     if not isinstance(device, torch.device):
         return  # an evaluator that does not say where it trains: the user's own choice stands
     if device.type == "cuda" and gpus_per_child == 0:
