@@ -6,8 +6,10 @@ command while its config is composed, before anything runs. Each YAML file start
 
 The schema of a class that Hydra builds (a ``_target_``: policies, environments, evaluators) is read off
 its constructor by :func:`schema_of`: names, types and defaults live once, in the signature, so the
-Python API and the command line cannot disagree. The sections of the entry points themselves
-(``search``, ``benchmark``, ``retrain``) are plain dataclasses here.
+Python API and the command line cannot disagree. The same goes for a class of the user's: when the command
+line sets ``PATH._target_=CLASS``, :func:`store_target` makes CLASS's constructor the schema of the node at PATH
+(``scripts/app.py`` ``retarget`` rewrites the command line to compose it). The sections of the entry points
+themselves (``search``, ``benchmark``, ``retrain``) are plain dataclasses here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from nasrl.env.evaluators.base import require_positive
 from nasrl.env.evaluators.child_trainer import OPTIMIZERS, SCHEDULES
@@ -58,7 +60,8 @@ def schema_of(
 ) -> type:
     """A dataclass whose fields are the keyword parameters of ``target`` (a class or function), with their
     defaults, and ``_target_`` naming it. ``types_`` replaces the type (and default) of some fields:
-    ``{"dataset": DatasetConfig}``, or ``{"table": (str, MISSING)}``."""
+    ``{"dataset": DatasetConfig}``, ``{"table": (str, MISSING)}``, or ``{"evaluator": (Any, TrainerConfig)}``
+    (a field of type Any whose default is a node of that schema)."""
     function = target.__init__ if inspect.isclass(target) else target
     hints = typing.get_type_hints(function)
     fields: list[tuple[str, Any, Any]] = []
@@ -83,6 +86,9 @@ def schema_of(
         override = (types_ or {}).get(name)
         if isinstance(override, tuple):
             kind, default = override
+            if dataclasses.is_dataclass(default):  # a typed node under a field of another type (Any)
+                fields.append((name, kind, field(default_factory=default)))  # type: ignore[arg-type]
+                continue
         elif dataclasses.is_dataclass(override):
             kind, default = override, None
         elif override is not None:
@@ -243,6 +249,45 @@ class LMRecipe:
             raise ValueError(f"lm.dropout must be in [0, 1), got {self.dropout!r}")
 
 
+@dataclass
+class _Slot:
+    """The node of a class of the user's (``env=custom``'s evaluator): only its ``_target_``, which must be set."""
+
+    _target_: str = MISSING
+
+
+# --- a _target_ of the user's, from the command line ----------------------------------------------------------
+
+TARGET_GROUP = "target"  # option P.T: the schema of class T for the node at P (package P)
+UNSET_GROUP = "target_unset"  # option K: the node K set to null, so that the next merge replaces it
+GIVEN_BY_THE_SEARCH = {"controller": ("spec", "seed")}  # arguments a node's class gets from code, never a config
+
+
+def store_target(path: str, target: str) -> type:
+    """Make the signature of ``target`` (a dotted name of a class or function) the schema of the config node
+    at ``path`` (``env.evaluator``, ``controller``), as the ``base_*`` schemas are for ours. Composing
+    ``+target_unset@PARENT=KEY +target@PATH=TARGET`` then replaces the node: what was there (the old
+    class's settings, its defaults and its YAML's values alike) is gone, and every later override of
+    ``PATH.*`` is checked against the new class's own keywords and types. ``ValueError`` (one line) when
+    ``target`` does not import or its signature cannot be read."""
+    from hydra._internal.utils import _locate  # what instantiate uses; hydra.utils.get_object also logs
+
+    try:
+        obj = _locate(target)
+        schema = schema_of(obj, exclude=GIVEN_BY_THE_SEARCH.get(path, ()))
+    except Exception as exc:  # ImportError, AttributeError, an unreadable signature: all one message
+        lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Error loading")]
+        reason = " ".join(lines)
+        raise ValueError(f"{path}._target_={target} does not import: {reason}") from None
+    key = path.rpartition(".")[2]
+    store = ConfigStore.instance()
+    store.store(group=UNSET_GROUP, name=key, node={key: None})
+    node = OmegaConf.structured(schema)
+    node._target_ = target  # as the user spelled it (a re-export such as nasrl.env.ChildTrainer stays so)
+    store.store(group=TARGET_GROUP, name=target, node=node)
+    return schema
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore (the entry points and tests call this before composing)."""
     from nasrl.controller.evolution import EvolutionPolicy
@@ -263,26 +308,30 @@ def register_configs() -> None:
     trainer = schema_of(ChildTrainer, types_={"dataset": dataset_schema(), "stopping": stopping})
     # objective: a node that exists (metric: null, accuracy alone), so env.objective.metric=params is one override
     env_common = {"space": Any, "reward_transform": str, "cache": str | None, "objective": schema_of(CostObjective)}
-    policy = ("spec", "seed")  # given by the search, not by the config
+    policy = GIVEN_BY_THE_SEARCH["controller"]
     store = ConfigStore.instance()
     store.store(group="controller", name="base_lstm", node=schema_of(LSTMPolicy, exclude=policy))
     store.store(group="controller", name="base_lstm_gp", node=schema_of(FilteredLSTMPolicy, exclude=policy))
     store.store(group="controller", name="base_random", node=schema_of(RandomPolicy, exclude=policy))
     store.store(group="controller", name="base_evolution", node=schema_of(EvolutionPolicy, exclude=policy))
-    for name, evaluator in (("base_childnet", trainer), ("base_synthetic", schema_of(TokenMatchEvaluator))):
-        node = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": evaluator})
-        store.store(group="env", name=name, node=node)
+
+    def childnet(evaluator: type) -> type:
+        """ChildNetEnv's schema with ``evaluator`` typed Any, holding the default target's typed node: its settings
+        are checked against that class until a new ``_target_`` replaces the node (see ``store_target``)."""
+        types_ = {**env_common, "evaluator": (Any, evaluator)}
+        return schema_of(ChildNetEnv, exclude=("dataset", "training"), types_=types_)
+
+    store.store(group="env", name="base_childnet", node=childnet(trainer))
+    store.store(group="env", name="base_synthetic", node=childnet(schema_of(TokenMatchEvaluator)))
+    store.store(group="env", name="base_custom", node=childnet(_Slot))
     nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str})
     store.store(group="env", name="base_nb201", node=nb201)
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
-    lm = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": lm_trainer})
-    store.store(group="env", name="base_lm", node=lm)
+    store.store(group="env", name="base_lm", node=childnet(lm_trainer))
     shared = schema_of(SharedWeightsTrainer, types_={"dataset": dataset_schema()})
-    ws = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": shared})
-    store.store(group="env", name="base_weight_sharing", node=ws)
+    store.store(group="env", name="base_weight_sharing", node=childnet(shared))
     shared_lm = schema_of(SharedLanguageModelTrainer, types_={"dataset": corpus_schema()})
-    lm_ws = schema_of(ChildNetEnv, exclude=("dataset", "training"), types_={**env_common, "evaluator": shared_lm})
-    store.store(group="env", name="base_lm_weight_sharing", node=lm_ws)
+    store.store(group="env", name="base_lm_weight_sharing", node=childnet(shared_lm))
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_benchmark", node=BenchmarkConfig)
     store.store(name="base_retrain", node=_retrain_config(Recipe, LMRecipe))

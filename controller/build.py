@@ -5,7 +5,7 @@ the commands in ``scripts/`` and by anyone who builds a search from a config).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ def build_env(env_cfg: DictConfig, run_dir: Path | None = None) -> gym.Env:
         extra["cache"] = str(run_dir / "cache.sqlite")
     elif env_cfg.get("cache") is not None:
         extra["cache"] = str(Path(env_cfg.cache).expanduser())
+    evaluator = env_cfg.get("evaluator")
+    if evaluator is not None and not isinstance(evaluator, Mapping):  # its schema field is Any (conf/schema.py)
+        example = "env.evaluator._target_=my_pkg.MyEvaluator"
+        raise ValueError(f"env.evaluator must be a mapping with a _target_ ({example}), got {evaluator!r}")
     with _plain_errors():
         return instantiate(env_cfg, _convert_="all", **extra)
 
@@ -46,11 +50,11 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
         make = instantiate(controller_cfg, _convert_="all", _partial_=True)
     try:
         return make(spec=TokenSpec.from_env(env), seed=seed)
-    except TypeError as exc:  # usually: settings of another controller passed to a user's class
+    except TypeError as exc:  # a class that does not take spec and seed, or a YAML of the user's with a stray key
         keys = sorted(str(k) for k in controller_cfg if k != "_target_")
         raise ValueError(
             f"controller._target_={controller_cfg._target_} could not be built with spec, seed and {keys}: {exc}. "
-            "For your own policy start from controller=custom, which has no settings of its own"
+            "A policy is built with spec= and seed= (see nasrl.controller.policy.Policy) and the settings of its node"
         ) from None
 
 

@@ -6,6 +6,7 @@ Hydra finds it while composing the config or our code finds it before training, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -69,7 +70,8 @@ def _config_error(exc: BaseException, cause: OmegaConfBaseException) -> str:
     override = first.removeprefix("Error merging override ") if first.startswith("Error merging override ") else ""
     if "not in" in message or "is not in struct" in message:
         schema = getattr(cause, "object_type", None)
-        names = [f.name for f in dataclasses.fields(schema) if f.name != "_target_"] if schema else []
+        fields = dataclasses.fields(schema) if dataclasses.is_dataclass(schema) else ()  # a YAML of the user's: none
+        names = [f.name for f in fields if f.name != "_target_"]
         accepted = f"; the settings there are {names}" if names else ""
         return f"{key}: unknown setting{accepted}"
     if "could not be converted to" in message:
@@ -94,6 +96,107 @@ def stops_on_bad_input() -> Iterator[None]:
         sys.exit(one_line_error(exc))
 
 
+# --- a _target_ of the user's: its own constructor is the schema --------------------------------------------
+
+
+def retarget(overrides: list[str]) -> list[str]:
+    """The command line with each ``PATH._target_=CLASS`` made a replacement of the node at ``PATH`` (any node
+    built from a ``_target_``: ``env.evaluator``, ``controller``, ``env``) by the schema of CLASS's own
+    constructor (``conf/schema.py`` ``store_target``): none of the old class's settings stay, every
+    ``PATH.KEY=VALUE`` is checked against CLASS's keywords and types, and ``+PATH.KEY=VALUE`` (the old way)
+    needs no ``+``. Two defaults entries are added for each such node, and the override of ``_target_`` stays
+    (a sweep over classes, ``PATH._target_=A,B``, becomes a sweep over the second entry alone, and can take no
+    ``PATH.KEY`` settings): the run's ``.hydra/overrides.yaml`` composes the same config again.
+    ``+PATH._target_`` (adding a node that was not there) is left as it is, and so are flags (``--cfg job``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nasrl.conf.schema import TARGET_GROUP, UNSET_GROUP
+
+    parser = OverridesParser.create()
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        if "=" in item and not item.startswith("-"):
+            with contextlib.suppress(HydraException):  # a malformed override: Hydra reports it, as without us
+                parsed[item] = parser.parse_override(item)
+    replayed = {o.package for o in parsed.values() if o.key_or_group == TARGET_GROUP and o.package is not None}
+    schemas: dict[str, type] = {}
+    entries: list[tuple[float, str]] = []  # by depth: a node is replaced before the nodes inside it
+    first = 0  # the entries go where the first _target_ was: argparse takes overrides as one run of arguments
+    for index, item in enumerate(overrides):
+        override = parsed.get(item)
+        if override is None:
+            continue
+        if override.key_or_group == TARGET_GROUP and override.package is not None:  # replayed: register it
+            for target in _values(override):
+                schemas[override.package] = _store(override.package, target)
+            continue
+        if not _sets_target(override):
+            continue
+        path = override.key_or_group.removesuffix("._target_")
+        for target in _values(override):  # each of a sweep's classes is stored; the last one checks +PATH.KEY
+            schemas[path] = _store(path, target)
+        if path not in replayed:
+            first = index if not entries else first
+            parent, _, last = path.rpartition(".")
+            entries.append((path.count("."), f"+{UNSET_GROUP}@{parent or '_global_'}={last}"))
+            entries.append((path.count(".") + 0.5, f"+{TARGET_GROUP}@{path}={item.split('=', 1)[1]}"))
+    if not schemas:
+        return overrides
+    # a sweep over classes is a sweep over the target@PATH entry alone (two swept items would make a product)
+    swept = [item for item in overrides if item in parsed and _sets_target(parsed[item], swept=True)]
+    for item in swept:  # Hydra composes a multirun's own config without the swept entry: the node is null then
+        path = parsed[item].key_or_group.removesuffix("._target_")
+        settings = [o for o in overrides if o.lstrip("+").startswith(path + ".") and o not in swept]
+        if settings:
+            raise _TargetError(
+                f"{item}: a sweep over classes takes no settings of theirs ({', '.join(settings)}); sweep over "
+                "YAML files of your own instead (hydra.searchpath, README 'Strategies, and your own')"
+            )
+    rewritten = [_added_key(item, parsed.get(item), schemas) for item in overrides if item not in swept]
+    return rewritten[:first] + [entry for _, entry in sorted(entries)] + rewritten[first:]
+
+
+def _sets_target(override: Any, swept: bool = False) -> bool:
+    """``PATH._target_=CLASS`` (with ``swept``: ``PATH._target_=A,B``), not ``+PATH._target_`` or ``~...``."""
+    plain = not (override.package or override.is_add() or override.is_force_add() or override.is_delete())
+    return plain and override.key_or_group.endswith("._target_") and (override.is_sweep_override() or not swept)
+
+
+def _values(override: Any) -> list[str]:
+    """The class names of an override: one, or each of a sweep's."""
+    return [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [override.value()]
+
+
+def _store(path: str, target: str) -> type:
+    """``store_target``; what it refuses ends the command in one line, as a bad override does."""
+    from nasrl.conf.schema import store_target
+
+    try:
+        return store_target(path, target)
+    except ValueError as exc:
+        raise _TargetError(str(exc)) from None
+
+
+def _added_key(item: str, override: Any, schemas: dict[str, type]) -> str:
+    """``+PATH.KEY=VALUE`` under a replaced node: without ``+`` when CLASS takes KEY (its node has it now);
+    refused in one line when it does not (the class would not take it)."""
+    if override is None or not override.is_add():
+        return item
+    key = override.key_or_group
+    for path, schema in schemas.items():
+        if key.startswith(path + "."):
+            name = key.removeprefix(path + ".").split(".")[0]
+            names = [f.name for f in dataclasses.fields(schema) if f.name != "_target_"]
+            if name not in names:
+                raise _TargetError(f"{path}.{name}: unknown setting; the settings there are {names}")
+            return item.removeprefix("+") if "." not in key.removeprefix(path + ".") else item
+    return item
+
+
+class _TargetError(ValueError):
+    """A ``_target_`` of the command line that does not import, or a setting its class does not take."""
+
+
 def run_app(hydra_main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function as a command. Bad input that Hydra finds while it composes the
     config (an unknown key, a wrong type, a missing group option) ends in one ``error: ...`` line and exit
@@ -106,8 +209,9 @@ def run_app(hydra_main: Callable[[], Any]) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise_interrupt)
     try:
+        sys.argv[1:] = retarget(sys.argv[1:])
         hydra_main()
-    except (HydraException, OmegaConfBaseException) as exc:
+    except (HydraException, OmegaConfBaseException, _TargetError) as exc:
         if full_trace:
             raise
         sys.exit(one_line_error(exc))

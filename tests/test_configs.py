@@ -55,6 +55,9 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
     assert OmegaConf.is_missing(controller_configs["custom"], "_target_")  # the slot for the user's class
     cfg = composed(f"env={env_name}")
     OmegaConf.resolve(cfg.env)
+    if env_name == "custom":  # the slot for the user's evaluator (tests/test_plugins.py fills it from the command line)
+        assert OmegaConf.is_missing(cfg.env.evaluator, "_target_")
+        cfg.env.evaluator = {"_target_": "nasrl.env.TokenMatchEvaluator", "target": [1, 2, 3]}
     if env_name == "nb201":
         if not SHARED_TABLE.exists():
             pytest.skip(f"{SHARED_TABLE} is absent")

@@ -50,6 +50,7 @@ def refused(tmp_path: Path, *overrides: str) -> str:
         (["search.budjet=5"], "search.budjet: unknown setting; the settings there are ['budget', 'max_episodes'"),
         (["controller=evolution", "controller.batch_size=2.5"], "controller.batch_size must be an integer"),
         (["space=mlp"], "space: unknown setting; the settings there are ['controller', 'env', 'seed'"),
+        (["env.evaluator=foo"], "env.evaluator must be a mapping with a _target_"),  # its field is Any, to be replaced
     ],
 )
 def test_bad_settings_stop_before_training_with_one_line(tmp_path, overrides, expected) -> None:

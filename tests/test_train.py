@@ -114,7 +114,13 @@ def test_a_run_stopped_after_two_updates_and_resumed_matches_an_uninterrupted_on
     assert len(trained) == len(set(trained)) == 8  # nothing trained twice
 
 
-GATED = ["env=synthetic", "env.evaluator._target_=gated.GatedEvaluator", "search.progress=false"]
+# a new _target_ gets none of the settings of the node it replaces (README, "Which settings a new _target_ gets")
+GATED = [
+    "env=synthetic",
+    "env.evaluator._target_=gated.GatedEvaluator",
+    "env.evaluator.target=[2,3,1,0,0,1,4,1,1,0,0,1,5,2,0,3]",
+    "search.progress=false",
+]
 
 
 def start_gated_search(run: Path, gate: Path, *overrides: str, hold: int) -> subprocess.Popen:
