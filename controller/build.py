@@ -5,6 +5,7 @@ the commands in ``scripts/`` and by anyone who builds a search from a config).
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from nasrl.controller.policy import Policy, TokenSpec
 from nasrl.env.childnet import token_env
 from nasrl.env.runners import make_runner
+from nasrl.env.runners.local import InProcessRunner
 
 
 def seed_everything(seed: int) -> None:
@@ -59,9 +61,16 @@ def build_policy(controller_cfg: DictConfig, env: gym.Env, seed: int) -> Policy:
 
 
 def build_runner(search_cfg: DictConfig, env: gym.Env) -> Any:
-    """What trains a round's children (``search.workers``, ``search.backend``; see ``env/runners/``)."""
+    """What trains a round's children (``search.workers``, ``search.backend``; see ``env/runners/``). Shared weights
+    train in this process: their search gets the in-process runner, which it does not use, whatever the settings."""
+    evaluator = token_env(env).evaluator
+    if evaluator.shares_weights:
+        if search_cfg.workers > 1 or search_cfg.backend != "local":
+            warnings.warn("search.workers and search.backend do not apply to weight sharing (one set of weights, "
+                          "trained in this process; env.evaluator.device puts it on a GPU)", stacklevel=2)  # fmt: skip
+        return InProcessRunner(evaluator)
     return make_runner(
-        token_env(env).evaluator,
+        evaluator,
         workers=search_cfg.workers,
         backend=search_cfg.backend,
         max_retries=search_cfg.max_retries,

@@ -72,6 +72,9 @@ class SearchState:
     completions: int = 0  # children the asynchronous search's runner has handed back (lines of completions.txt)
     # tokens -> the row that first evaluated them; derived from history, not saved
     _first: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
+    # weight sharing's derivation, best first: (shared-weights score, architecture); written to derived.csv and
+    # best.json, not saved in the checkpoint (a resumed search derives again)
+    derived: list[tuple[float, Any]] = field(init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self._first = {}

@@ -1,13 +1,18 @@
-"""The search loop: a policy designs architectures through the environment until the budget is spent.
+"""The search driver: a policy designs architectures through the environment until the budget is spent.
 
-Reads top to bottom: restore (if resuming), then per round: the policy proposes as many architectures
-as it can before it needs feedback (``policy.proposals_per_round()``: M for REINFORCE with batch size
-M), their children are trained at once (``runner``: in this process, worker processes or Ray), and the
-results are fed back in the order of the proposals, each episode played through ``env.step``. The round
-does not depend on the number of workers, so a seed gives the same search whatever that number is. Every
-caller (``nasrl-train``, ``nasrl-benchmark``, the tests) goes through this one path, except a search with
-shared weights, whose schedule is ENAS's (``controller/weight_sharing.py``). ``search.mode=async`` drops the
-rounds: a new architecture whenever a worker frees up, results fed back as they arrive (:func:`_search_async`).
+Every search goes through :func:`run_search` (``nasrl-train``, ``nasrl-benchmark``, the tests, your code), which
+restores the run (if resuming) and runs one of three schedules of the same episodes and bookkeeping
+(``controller/episodes.py``):
+
+- **rounds** (default): the policy proposes as many architectures as it can before it needs feedback
+  (``policy.proposals_per_round()``: M for REINFORCE with batch size M), their children are trained at once
+  (``runner``: in this process, worker processes or Ray), and the results are fed back in the order of the
+  proposals. The round does not depend on the number of workers, so a seed gives the same search whatever that
+  number is (:func:`_search_rounds`).
+- **async** (``search.mode=async``): a new architecture whenever a worker frees up, results fed back as they
+  arrive (:func:`_search_async`).
+- **weight sharing**, chosen by an environment whose evaluator shares weights (``env=mnist1d_ws``, ``lm_ws``):
+  ENAS's alternating phases and derivation (:func:`nasrl.controller.weight_sharing.search_with_shared_weights`).
 
 Files: ``controller/runfolder.py``; TensorBoard and the progress bar: ``controller/monitor.py``; at the end
 (also of an interrupted or stopped search), ``pareto.csv`` and ``pareto.png``: ``controller/pareto.py``.
@@ -17,7 +22,7 @@ cache, so the resumed round trains only what was not finished.
 
 from __future__ import annotations
 
-import time
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,16 +30,18 @@ from typing import Any
 
 import gymnasium as gym
 
+from nasrl.controller.episodes import Search, play_episode
 from nasrl.controller.monitor import Monitor, logs_val_accuracy
 from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
+from nasrl.controller.weight_sharing import search_with_shared_weights
 from nasrl.env.childnet import TokenEnv, token_env
 from nasrl.env.runners.clock import OrderedRunner
 from nasrl.env.runners.local import InProcessRunner
 from nasrl.env.threads import torch_threads
 
-__all__ = ["SearchError", "SearchState", "play_episode", "run_search"]
+__all__ = ["SearchError", "SearchState", "play_episode", "result_lines", "run_search"]
 
 
 MODES = ("rounds", "async")
@@ -43,8 +50,8 @@ MODES = ("rounds", "async")
 def run_search(
     env: gym.Env,
     policy: Policy,
-    budget: int,
-    max_episodes: int,
+    budget: int = 80,
+    max_episodes: int = 800,
     seed: int = 0,
     run_dir: str | Path | None = None,
     resume: bool = False,
@@ -67,27 +74,36 @@ def run_search(
     all times instead (see :func:`_search_async`); ``completion_order`` (a run folder or its ``completions.txt``)
     replays a recorded asynchronous run. ``env.unwrapped`` must be a
     :class:`~nasrl.env.childnet.TokenEnv` (``ChildNetEnv`` is), refused in one line otherwise.
+
+    An evaluator that shares weights is searched by ENAS's schedule instead, whose length is the evaluator's
+    ``epochs`` (``budget``, ``max_episodes``, ``runner``, ``workers`` and ``mode`` do not apply: one set of weights
+    trains in this process); its derivation is ``state.derived`` and ``best.json``.
     """
     base = token_env(env)
+    shares_weights = base.evaluator.shares_weights
     _check(budget, max_episodes, max_consecutive_failures, max_minutes, getattr(policy, "batch_size", 1))
-    if base.evaluator.shares_weights:
-        raise ValueError(
-            "the environment's evaluator shares weights: its search is run_weight_sharing_search "
-            "(controller/weight_sharing.py), which nasrl-train runs for it"
-        )
     if mode not in MODES:
         raise ValueError(f"search.mode must be one of {list(MODES)}, got {mode!r}")
     if completion_order is not None and mode != "async":
         raise ValueError("search.completion_order replays an asynchronous run: it needs search.mode=async")
+    if shares_weights and mode != "rounds":
+        raise ValueError(
+            "search.mode=async trains children while the policy goes on, and weight sharing trains one set of "
+            "weights in this process: use search.mode=rounds"
+        )
+    base.evaluator.start(seed)  # e.g. the shared weights' initial values (a resume then loads the saved ones)
     folder = RunFolder(run_dir) if run_dir is not None else None
-    state = folder.start(policy, resume, evaluator_to_keep(base.evaluator)) if folder is not None else SearchState()
-    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress, hparams,
-                      logs_val_accuracy(base))  # fmt: skip
+    keep = evaluator_to_keep(base.evaluator)
+    state = folder.start(policy, resume, keep) if folder is not None else SearchState()
+    # weight sharing counts epochs, not architectures: its own progress bar
+    monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress and not shares_weights,
+                      hparams, logs_val_accuracy(base))  # fmt: skip
     if runner is None:
         runner = InProcessRunner(base.evaluator)
     if completion_order is not None:
         runner = OrderedRunner(runner, read_completions(completion_order), start=state.completions)
-    search = _Search(env, base, policy, state, folder, monitor, max_consecutive_failures)
+    # with shared weights, best.json is the derivation's, not the best mini-batch score's
+    search = Search(env, base, policy, state, folder, monitor, max_consecutive_failures, record_best=not shares_weights)
 
     env.reset(seed=seed)  # fixes the environment's child seeds; the resets below continue from it
 
@@ -96,74 +112,55 @@ def run_search(
         return max_minutes is None or state.elapsed < 60 * max_minutes
 
     # the controller's tensors are tiny: one thread is several times faster, ten times on a busy machine
-    # (runners give children threads of their own), and the controller's numbers do not depend on the caller's
+    # (runners and evaluators give children threads of their own), and the controller's numbers do not depend on
+    # the caller's
     with torch_threads(1):
         try:
-            if mode == "async":
+            if shares_weights:
+                search_with_shared_weights(search, time_left, progress)
+            elif mode == "async":
                 _search_async(search, runner, workers, budget, max_episodes, time_left)
             else:
                 _search_rounds(search, runner, workers, budget, max_episodes, time_left)
         finally:
             monitor.close(state)
-            if folder is not None:
+            if folder is not None and not shares_weights:  # shared-weights scores are no front of trained children
                 _write_pareto(folder.path, state)
     return state
 
 
-class _Search:
-    """What both loops share: feeding a result back (history, policy, run folder, TensorBoard) and saving.
-    ``env`` is played through Gymnasium's API (wrappers included); ``base`` is its ``TokenEnv``."""
-
-    def __init__(self, env: gym.Env, base: TokenEnv, policy: Policy, state: SearchState, folder: RunFolder | None,
-                 monitor: Monitor, max_failures: int) -> None:  # fmt: skip
-        self.env, self.base, self.policy, self.state = env, base, policy, state
-        self.keep = evaluator_to_keep(base.evaluator)  # early stopping's curves, if on
-        self.folder, self.monitor, self.max_failures = folder, monitor, max_failures
-        self._session_start, self._elapsed_before = time.monotonic(), state.elapsed
-
-    def tick(self) -> None:
-        """Bring ``state.elapsed`` (wall seconds over all sessions) up to now."""
-        self.state.elapsed = self._elapsed_before + time.monotonic() - self._session_start
-
-    def version(self) -> int:
-        """How far the policy has learned: its updates (``policy.updates``, e.g. the LSTM's REINFORCE steps),
-        or, for a policy that does not count them, the results it was fed (evolution's population changes
-        with each). A result's staleness is the version when it is fed minus the version when it was proposed."""
-        updates = getattr(self.policy, "updates", None)  # a policy that does not subclass Policy may lack it
-        return int(updates) if updates is not None else self.state.episode
-
-    def propose(self, tokens: list[int] | None = None) -> tuple[float, dict[str, Any], int]:
-        """Play one episode (the policy acts, or ``tokens`` are replayed); returns reward, info and its
-        proposal number."""
-        reward, info = play_episode(self.env, self.policy if tokens is None else None, tokens)
-        self.state.proposals += 1
-        return reward, info, self.state.proposals - 1
-
-    def feed(self, reward: float, info: dict[str, Any], proposal: int, version: int) -> None:
-        """Record an episode's result and feed it to the policy."""
-        state = self.state
-        row = state.add(reward, info, proposal=proposal, staleness=self.version() - version)
-        self.tick()
-        metrics = self.policy.end_episode(reward, info)
-        best = state.best
-        assert best is not None
-        if self.folder is not None:
-            self.folder.record(row, best)
-        self.monitor.episode(state, row, best, metrics, self.policy)
-        if state.consecutive_failures >= self.max_failures:
-            reasons = [r["reason"] for r in state.history[-3:]]
-            raise SearchError(
-                f"{state.consecutive_failures} children failed in a row "
-                f"(search.max_consecutive_failures={self.max_failures}); last reasons: {reasons}"
-            )
-
-    def save(self) -> None:
-        if self.folder is not None:
-            self.folder.save(self.policy, self.state, self.keep)
+def result_lines(state: SearchState, env: gym.Env, run_dir: str | Path | None = None) -> list[str]:
+    """What a finished search reports (``nasrl-train`` prints it): the best architecture, or with shared weights
+    the derived one, which is a search-phase number to retrain."""
+    where = [f"run folder: {run_dir}"] if run_dir is not None else []
+    if state.derived:
+        score, arch = state.derived[0]
+        label = token_env(env).evaluator.score_label
+        return [
+            f"derived architecture: {arch.describe()}",
+            f"tokens: {' '.join(map(str, arch.tokens))}",
+            f"shared-weights {label}: {score:.4f} (search phase, not a result: retrain it), "
+            f"best of {len(state.derived)} sampled",
+            f"controller phase: {state.episode} episodes, {state.distinct} distinct architectures, "
+            f"{state.elapsed:.0f} s",
+            *([f"retrain with: nasrl-retrain arch={run_dir}"] if run_dir is not None else []),
+            *where,
+        ]
+    best = state.best
+    assert best is not None
+    perplexity = json.loads(best["metrics"]).get("val_perplexity")
+    return [
+        f"best architecture: {best['architecture']}",
+        f"tokens: {best['tokens']}",
+        f"validation {'perplexity' if perplexity else 'accuracy'}: {perplexity or best['val_accuracy']:.4f} "
+        f"(reward {best['reward']:.4f}), {best['params']:,} parameters, found at episode {best['episode']}",
+        f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
+        *where,
+    ]
 
 
 def _search_rounds(
-    search: _Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
+    search: Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
 ) -> None:
     """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
     and the results are fed back in the order of the proposals."""
@@ -185,7 +182,7 @@ def _search_rounds(
 
 
 def _search_async(
-    search: _Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
+    search: Search, runner: Any, workers: int, budget: int, max_episodes: int, time_left: Callable[[], bool]
 ) -> None:
     """Asynchronous: whenever a worker is free the policy proposes one more architecture, and results are fed
     back in the order they arrive (Zoph & Le's distributed setup; Real et al.'s asynchronous evolution).
@@ -200,7 +197,7 @@ def _search_async(
     resume, from the cache."""
     env, state = search.base, search.state
     env.defer_training()
-    flights: dict[int, tuple[list[int], int, str]] = {}  # proposal -> (tokens, version when proposed, cache key)
+    flights: dict[int, tuple[dict[str, Any], int, str]] = {}  # proposal -> (its deferred info, version, cache key)
     waiting: dict[str, list[int]] = {}  # cache key of a child in training -> its proposals, the first submitted it
 
     def start(reward: float, info: dict[str, Any], proposal: int, version: int) -> None:
@@ -208,7 +205,7 @@ def _search_async(
             search.feed(reward, info, proposal, version)
             return
         ((key, job),) = env.take_deferred().items()
-        flights[proposal] = (info["tokens"], version, key)
+        flights[proposal] = (info, version, key)
         if key not in waiting:  # else the same child is in training already: this proposal waits for its result
             runner.submit(proposal, job)
         waiting.setdefault(key, []).append(proposal)
@@ -234,10 +231,9 @@ def _search_async(
         if search.folder is not None:
             search.folder.record_completion(done)
         for proposal in waiting.pop(key):  # the job's proposal, then those that waited for it, in order
-            tokens, version, _ = flights.pop(proposal)
-            reward, info = play_episode(search.env, None, tokens)
-            search.feed(reward, info, proposal, version)
-        state.in_flight = [{"proposal": p, "tokens": t, "version": v} for p, (t, v, _) in flights.items()]
+            deferred, version, _ = flights.pop(proposal)
+            search.feed(*env.complete(deferred), proposal, version)
+        state.in_flight = [{"proposal": p, "tokens": i["tokens"], "version": v} for p, (i, v, _) in flights.items()]
         search.save()
     search.save()  # results known at once since the last child finished
     env.take_deferred(stop=True)
@@ -254,11 +250,12 @@ def _write_pareto(run_dir: Path, state: SearchState) -> None:
 
 def _play_round(env: gym.Env, base: TokenEnv, policy: Policy, runner: Any, size: int) -> list[tuple[float, dict]]:
     """One round: the policy proposes ``size`` architectures, their new children are trained at once
-    (``runner``), and the proposals are replayed through ``env.step`` for their rewards, in order."""
+    (``runner``), and each proposal's reward and info come back in order: at once for a child known already
+    (cached, over a cost limit), from :meth:`~nasrl.env.childnet.ChildNetEnv.complete` for a trained one."""
     base.defer_training()
-    proposals = [play_episode(env, policy)[1]["tokens"] for _ in range(size)]
+    proposals = [play_episode(env, policy) for _ in range(size)]
     base.train_deferred(runner)
-    return [play_episode(env, None, tokens) for tokens in proposals]
+    return [base.complete(info) if info.get("deferred") else (reward, info) for reward, info in proposals]
 
 
 def _check(budget: int, max_episodes: int, max_failures: int, max_minutes: float | None, batch: int) -> None:
@@ -296,17 +293,3 @@ def _idle_workers(workers: int, size: int) -> str:
         f"so {workers - size} worker(s) idle: set controller.batch_size={workers} or more "
         "(the LSTM's architectures per update, evolution's mutants per round)"
     )
-
-
-def play_episode(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:
-    """One episode through ``env.step``: the policy acts, or ``tokens`` are replayed. Returns the last
-    step's reward and info."""
-    obs, _ = env.reset()
-    if policy is not None:
-        policy.start_episode()
-    done, t = False, 0
-    while not done:
-        action = policy.act(obs) if policy is not None else tokens[t]  # type: ignore[index]
-        obs, reward, terminated, truncated, info = env.step(action)
-        done, t = terminated or truncated, t + 1
-    return float(reward), info

@@ -1,5 +1,7 @@
-"""The weight-sharing search of ENAS (Pham et al. 2018), and random search with weight sharing (Li &
-Talwalkar 2019) when the policy is ``controller=random``.
+"""The weight-sharing schedule of the search driver: ENAS (Pham et al. 2018), and random search with weight sharing
+(Li & Talwalkar 2019) when the policy is ``controller=random``. :func:`~nasrl.controller.search.run_search` runs it
+for an environment whose evaluator shares weights, with the same episodes, history, checkpoint and TensorBoard as
+every search (``controller/episodes.py``).
 
 Reads top to bottom. Per epoch (``env.evaluator.epochs`` of them):
 
@@ -24,21 +26,18 @@ episode (its reward is a shared-weights mini-batch score) and ``derived.csv`` th
 from __future__ import annotations
 
 import csv
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from nasrl.controller.monitor import Monitor, logs_val_accuracy
+from nasrl.controller.episodes import Search
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchState
-from nasrl.controller.search import play_episode
 from nasrl.env.childnet import token_env
 from nasrl.env.evaluators.weight_sharing import SharedWeights
 from nasrl.env.spaces.space import Architecture
-from nasrl.env.threads import torch_threads
 
 
 @dataclass
@@ -52,75 +51,41 @@ class Derived:
         return self.candidates[0]
 
 
-def run_weight_sharing_search(
-    env: gym.Env,
-    policy: Policy,
-    seed: int = 0,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    max_minutes: float | None = None,
-    progress: bool = False,
-    hparams: dict[str, Any] | None = None,
-) -> tuple[SearchState, Derived]:
-    """Run ENAS's schedule with the environment's :class:`~nasrl.env.evaluators.weight_sharing.SharedWeightsTrainer`
-    (``env.unwrapped.evaluator``): epochs of the two phases until the evaluator's ``epochs`` are done or (checked
-    between epochs) ``max_minutes`` have passed over all sessions, then the derivation. With ``run_dir``, writes
-    the run folder and TensorBoard events; with ``resume``, continues from its checkpoint."""
-    base = token_env(env)
-    evaluator = base.evaluator
-    if not (evaluator.shares_weights and isinstance(evaluator, SharedWeights)):
+def search_with_shared_weights(search: Search, time_left: Callable[[], bool], progress: bool = False) -> None:
+    """ENAS's schedule, run by :func:`~nasrl.controller.search.run_search` for an environment whose evaluator shares
+    weights (:class:`~nasrl.env.evaluators.weight_sharing.SharedWeights`): epochs of the two phases until the
+    evaluator's ``epochs`` are done or (checked between epochs) ``time_left()`` says no, then the derivation, kept in
+    ``search.state.derived`` and written to ``derived.csv`` and ``best.json``."""
+    evaluator = search.base.evaluator
+    if not isinstance(evaluator, SharedWeights):
         raise ValueError(
             f"weight sharing needs an evaluator that subclasses nasrl.env.evaluators.weight_sharing.SharedWeights "
             f"(SharedWeightsTrainer, SharedLanguageModelTrainer), got {type(evaluator).__name__}"
         )
-    if max_minutes is not None and max_minutes <= 0:
-        raise ValueError(f"search.max_minutes must be a positive number or null, got {max_minutes!r}")
-    evaluator.start(seed)
-    folder = RunFolder(run_dir) if run_dir is not None else None
-    state = folder.start(policy, resume, evaluator) if folder is not None else SearchState()
-    monitor = Monitor(folder.path if folder else None, state, evaluator.epochs, max_minutes, False, hparams,
-                      logs_val_accuracy(base))  # fmt: skip
+    state, monitor = search.state, search.monitor
     bar = _progress_bar(evaluator) if progress else None
-    env.reset(seed=seed)
-    session_start, elapsed_before = time.monotonic(), state.elapsed
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - session_start
-
-    with torch_threads(1):  # the controller's tensors are tiny (see controller/search.py); the evaluator sets its own
-        try:
-            while evaluator.step < evaluator.epochs * evaluator.shared_steps:
-                if max_minutes is not None and state.elapsed >= 60 * max_minutes:
-                    break
-                for _ in range(evaluator.shared_steps):
-                    metrics = evaluator.train_step(sample_architecture(env, policy))
-                    monitor.shared_step(evaluator.step, metrics)
-                for _ in range(evaluator.controller_steps):
-                    reward, info = play_episode(env, policy)
-                    row = state.add(reward, info)
-                    state.elapsed = elapsed()
-                    update = policy.end_episode(reward, info)
-                    best = state.best
-                    assert best is not None
-                    if folder is not None:
-                        folder.record(row, None)  # best.json is the derivation's, not a mini-batch score's
-                    monitor.episode(state, row, best, update, policy)
-                state.elapsed = elapsed()
-                if folder is not None:
-                    folder.save(policy, state, evaluator)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(shared_loss=f"{metrics['loss']:.3f}", reward=f"{state.best['reward']:.3f}")  # type: ignore[index]
-            derived = derive(env, policy, evaluator)
-            state.elapsed = elapsed()
-            monitor.derived(state.episode, derived)
-            if folder is not None:
-                _write_derived(folder, derived, evaluator, state)
-        finally:
+    try:
+        while evaluator.step < evaluator.epochs * evaluator.shared_steps and time_left():
+            for _ in range(evaluator.shared_steps):
+                metrics = evaluator.train_step(sample_architecture(search.env, search.policy))
+                monitor.shared_step(evaluator.step, metrics)
+            for _ in range(evaluator.controller_steps):
+                version = search.version()
+                search.feed(*search.propose(), version)
+            search.tick()
+            search.save()
             if bar is not None:
-                bar.close()
-            monitor.close(state)
-    return state, derived
+                bar.update(1)
+                bar.set_postfix(shared_loss=f"{metrics['loss']:.3f}", reward=f"{state.best['reward']:.3f}")  # type: ignore[index]
+        derived = derive(search.env, search.policy, evaluator)
+        search.tick()
+        state.derived = derived.candidates
+        monitor.derived(state.episode, derived)
+        if search.folder is not None:
+            _write_derived(search.folder, derived, evaluator, state)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def sample_architecture(env: gym.Env, policy: Policy) -> Architecture:

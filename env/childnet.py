@@ -19,12 +19,15 @@ which declares what the environment asks of it. One may hold weights for the who
 ``env/evaluators/weight_sharing.py``): the environment hands every evaluator the space (``evaluator.use_space``)
 and, as that one's ``cacheable = False`` says, never caches its scores, which change as the shared weights train.
 
-To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training`, plays a
-round of episodes whose last steps only queue their children, trains the queue with
-:meth:`ChildNetEnv.train_deferred` (in parallel, through a runner of ``env/runners/``), then plays
-the same episodes again: their last steps now read the results from the cache. The asynchronous search
-takes each queued child at once (:meth:`ChildNetEnv.take_deferred`), trains it, stores its result
-(:meth:`ChildNetEnv.store_result`) and replays its episode when it is done.
+To train many children at once, the search loop calls :meth:`ChildNetEnv.defer_training` and plays a round
+of episodes whose last steps only queue their children (reward 0, ``info["deferred"]``; the architecture is
+decoded and its costs counted there, once), trains the queue with :meth:`ChildNetEnv.train_deferred` (in
+parallel, through a runner of ``env/runners/``), and turns each queued episode into its reward and info with
+:meth:`ChildNetEnv.complete`, which returns what the last step would have returned had it trained the child
+itself. The asynchronous search takes each queued child at once (:meth:`ChildNetEnv.take_deferred`), trains it,
+hands its result back (:meth:`ChildNetEnv.store_result`) and completes its episode when it is done. Why the
+reward of a queued episode does not come from ``env.step``: Gymnasium's step must return a reward at once, and
+a child trained in parallel has none yet; ``complete`` is the one place that finishes such an episode.
 
 What the search loop (``controller/``) reads of an environment beyond Gymnasium's API is :class:`TokenEnv`;
 the loop takes ``env.unwrapped`` through :func:`token_env` once, which names what an environment lacks.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,7 +73,7 @@ class TokenEnv(Protocol):
         ...
 
     def train_deferred(self, runner: Any = None) -> int:
-        """Train the queued children with ``runner`` and keep their results for the replayed episodes."""
+        """Train the queued children with ``runner`` and keep their results for :meth:`complete`."""
         ...
 
     def take_deferred(self, stop: bool = False) -> dict[str, Job]:
@@ -77,12 +81,16 @@ class TokenEnv(Protocol):
         ...
 
     def store_result(self, key: str, result: EvalResult) -> None:
-        """Keep a result that a runner trained, for the replay of its episode."""
+        """Keep a result that a runner trained (``key``: the queued child's), for :meth:`complete`."""
+        ...
+
+    def complete(self, info: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """The reward and info of a deferred episode (``info`` of its last step), from its child's stored result."""
         ...
 
 
 TOKEN_ENV_MEMBERS = ("evaluator", "space", "decision_types", "reward_is_accuracy", "defer_training",
-                     "train_deferred", "take_deferred", "store_result")  # fmt: skip
+                     "train_deferred", "take_deferred", "store_result", "complete")  # fmt: skip
 
 
 def token_env(env: gym.Env) -> TokenEnv:
@@ -177,7 +185,11 @@ class ChildNetEnv(gym.Env):
         self._decision: Decision | None = None
         self._seed_base: int | None = None
         self._deferred: dict[str, Job] | None = None  # cache key -> job, while the last steps queue children
-        self._trained_for_replay: set[str] = set()  # trained by train_deferred, not yet read by a last step
+        # cache key -> (architecture, child seed, costs) of a queued child: its episode's last step decoded and
+        # counted it once; complete() builds the reward from these and the stored result
+        self._pending: dict[str, _Queued] = {}
+        self._results: dict[str, EvalResult] = {}  # cache key -> result of a queued child, once trained
+        self._trained_now: set[str] = set()  # trained for this search's queue, not yet completed once
 
     @property
     def reward_is_accuracy(self) -> bool:
@@ -226,13 +238,14 @@ class ChildNetEnv(gym.Env):
         return self._mask().astype(bool)
 
     def defer_training(self) -> None:
-        """From now until :meth:`train_deferred`, a last step whose child is not in the cache queues the
-        child instead of training it, and returns reward 0 with ``info["deferred"] = True``."""
+        """From now until :meth:`train_deferred` (or ``take_deferred(stop=True)``), a last step whose child is not in
+        the cache queues the child instead of training it: it returns reward 0 and an info with ``deferred`` True,
+        which :meth:`complete` turns into the episode's reward and info once the child is trained."""
         self._deferred = {}
 
     def train_deferred(self, runner: Any = None) -> int:
-        """Train the queued children with ``runner`` (default: one after another here), store their results
-        in the cache, and go back to training at the last step. Returns how many children were trained."""
+        """Train the queued children with ``runner`` (default: one after another here), keep their results for
+        :meth:`complete`, and go back to training at the last step. Returns how many children were trained."""
         queued, self._deferred = self._deferred or {}, None
         keys = list(queued)
         runner = runner or InProcessRunner(self.evaluator)
@@ -247,10 +260,26 @@ class ChildNetEnv(gym.Env):
         return queued
 
     def store_result(self, key: str, result: EvalResult) -> None:
-        """Keep the result of a child trained by a runner (a round's, or one at a time in the asynchronous
-        search): in the cache, and marked as trained now for the replay of its episode."""
+        """Keep the result of a queued child that a runner trained (a round's, or one at a time in the asynchronous
+        search): in the cache, so a resumed search does not train it again, and for :meth:`complete`."""
         self.cache.put(key, result)
-        self._trained_for_replay.add(key)
+        self._results[key] = result
+        self._trained_now.add(key)
+
+    def complete(self, info: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """The reward and info of a deferred episode (``info``: its last step's) whose child's result was stored:
+        exactly what that last step would have returned had it trained the child itself. Of several episodes that
+        queued the same child, the first completed is the one that trained it (``cached`` False), the others
+        read its result (``cached`` True), as they would have from the cache."""
+        key = info["pending"]
+        queued = self._pending[key]
+        result = self._results[key]
+        cached = key not in self._trained_now
+        self._trained_now.discard(key)
+        queued.episodes -= 1
+        if queued.episodes == 0:  # every episode that queued it is complete
+            del self._pending[key], self._results[key]
+        return self._outcome(queued.arch, queued.seed, queued.costs, key, result, cached)
 
     def describe(self, arch: Architecture) -> str:
         """The readable form of ``arch`` in ``info["architecture"]`` and the run files."""
@@ -276,15 +305,25 @@ class ChildNetEnv(gym.Env):
         result = self.cache.get(key) if self.cacheable else None
         if result is None and self._deferred is not None and self.cacheable:
             self._deferred[key] = (arch, seed)
-            return self._observation(), 0.0, True, False, {"tokens": list(tokens), "deferred": True}
+            queued = self._pending.setdefault(key, _Queued(arch, seed, costs))
+            queued.episodes += 1
+            return self._observation(), 0.0, True, False, {"tokens": list(tokens), "deferred": True, "pending": key}
         # cached: the result was paid for before this episode asked for it (another episode, run or session)
-        cached = result is not None and key not in self._trained_for_replay
-        self._trained_for_replay.discard(key)
+        cached = result is not None
         if result is None:
             result = safe_evaluate(self.evaluator, arch, seed)
             if self.cacheable:
                 self.cache.put(key, result)
+        reward, info = self._outcome(arch, seed, costs, key, result, cached)
+        return self._observation(), reward, True, False, info
+
+    def _outcome(
+        self, arch: Architecture, seed: int, costs: dict[str, float], key: str, result: EvalResult, cached: bool
+    ) -> tuple[float, dict[str, Any]]:
+        """The reward and info of a finished episode whose child's ``result`` is known (trained now, cached, or
+        trained by a runner for a queued episode)."""
         self.evaluator.observe(key, result)  # e.g. early stopping's curves
+        metric = self.objective.metric
         reward = self.failure_reward if result.failed else float(self.reward_transform(result.reward_input))
         extra: dict[str, Any] = {}
         if metric is not None and self.objective.mode == "constraint":
@@ -292,7 +331,7 @@ class ChildNetEnv(gym.Env):
         elif metric is not None:
             extra["cost_factor"] = self.objective.factor(costs[metric])
             reward = reward if result.failed else reward * extra["cost_factor"]
-        return self._observation(), reward, True, False, self._info(arch, seed, result, costs, cached, **extra)
+        return reward, self._info(arch, seed, result, costs, cached, **extra)
 
     def _info(
         self, arch: Architecture, seed: int, result: EvalResult, costs: dict[str, float], cached: bool, **extra: Any
@@ -330,3 +369,13 @@ class ChildNetEnv(gym.Env):
             "prev_token": np.int64(self._tokens[-1] if self._tokens else self.num_actions),
             "action_mask": self._mask(),
         }
+
+
+@dataclass
+class _Queued:
+    """A child queued by deferred episodes: what their last step decoded and counted, and how many await it."""
+
+    arch: Architecture
+    seed: int
+    costs: dict[str, float]
+    episodes: int = 0

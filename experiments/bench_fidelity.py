@@ -124,10 +124,9 @@ def evaluate_setting(
         for start in range(0, len(archs), size):
             chunk = archs[start : start + size]
             env.defer_training()
-            for arch in chunk:
-                play_episode(env, None, list(arch.tokens))
+            played = [play_episode(env, None, list(arch.tokens)) for arch in chunk]
             trained += env.train_deferred(runner)
-            infos += [play_episode(env, None, list(arch.tokens))[1] for arch in chunk]
+            infos += [env.complete(info)[1] if info.get("deferred") else info for _, info in played]
     finally:
         runner.close()
     per_epoch, total = trainer.steps_per_epoch(), trainer.total_steps()

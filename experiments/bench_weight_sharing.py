@@ -42,15 +42,15 @@ def standalone(space: str, archs: list[Architecture], workers: int, cache: str, 
     env = ChildNetEnv(space=space, cache=cache)
     env.reset(seed=seed)
     env.defer_training()
-    for arch in archs:
-        play_episode(env, None, list(arch.tokens))
+    played = [play_episode(env, None, list(arch.tokens)) for arch in archs]
     runner = ProcessRunner(env.evaluator, workers)
     try:
         trained = env.train_deferred(runner)
     finally:
         runner.close()
     print(f"trained {trained} of {len(archs)} children stand-alone (the rest were in {cache})", flush=True)
-    return [play_episode(env, None, list(arch.tokens))[1]["val_accuracy"] for arch in archs]
+    finished = [env.complete(info) if info.get("deferred") else (reward, info) for reward, info in played]
+    return [info["val_accuracy"] for _, info in finished]
 
 
 def shared(space: str, archs: list[Architecture], settings: dict[str, Any], seed: int) -> tuple[list[float], float]:

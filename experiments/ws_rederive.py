@@ -53,7 +53,7 @@ def load_search(run: Path) -> tuple[gym.Env, Policy, Any, int]:
         load_checkpoint(run / "checkpoint.pt", policy, evaluator)
     except SearchError as exc:
         raise SystemExit(f"{run}: {exc}") from None
-    env.reset(seed=cfg.seed)  # what run_weight_sharing_search does before its loop
+    env.reset(seed=cfg.seed)  # what run_search does before its weight-sharing schedule
     return env, policy, evaluator, int(cfg.seed)
 
 

@@ -12,7 +12,6 @@ history.csv, best.json, checkpoint.pt, cache.sqlite and TensorBoard events under
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -24,9 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from nasrl.controller.build import build_env, build_policy, build_runner, seed_everything
 from nasrl.controller.monitor import env_hparams
 from nasrl.controller.runfolder import resume_config
-from nasrl.controller.search import run_search
-from nasrl.controller.weight_sharing import run_weight_sharing_search
-from nasrl.env.childnet import token_env
+from nasrl.controller.search import result_lines, run_search
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
 
 
@@ -59,12 +56,8 @@ def _search(cfg: DictConfig) -> None:
             cleanup.callback(env.close)
             hparams |= env_hparams(env)  # env: class, space and data set in one column; env.space, env.dataset
             policy = build_policy(cfg.controller, env, cfg.seed)
-            if token_env(env).evaluator.shares_weights:  # ENAS's schedule, not the search of rounds
-                _weight_sharing(cfg, env, policy, run_dir, resuming, hparams)
-                return
             runner = build_runner(cfg.search, env)
-            if runner is not None:
-                cleanup.callback(runner.close)
+            cleanup.callback(runner.close)
             state = run_search(
                 env,
                 policy,
@@ -90,46 +83,7 @@ def _search(cfg: DictConfig) -> None:
             )
             sys.exit(130)
 
-    best = state.best
-    assert best is not None
-    perplexity = json.loads(best["metrics"]).get("val_perplexity")
-    for line in (
-        f"best architecture: {best['architecture']}",
-        f"tokens: {best['tokens']}",
-        f"validation {'perplexity' if perplexity else 'accuracy'}: {perplexity or best['val_accuracy']:.4f} "
-        f"(reward {best['reward']:.4f}), "
-        f"{best['params']:,} parameters, found at episode {best['episode']}",
-        f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
-        f"run folder: {run_dir}",
-    ):
-        report(line)
-
-
-def _weight_sharing(cfg: DictConfig, env: Any, policy: Any, run_dir: Path, resuming: bool, hparams: dict) -> None:
-    """ENAS's schedule (``controller/weight_sharing.py``) for an environment whose evaluator shares weights."""
-    if cfg.search.workers > 1 or cfg.search.backend != "local":
-        report("note: search.workers and search.backend do not apply to weight sharing (one set of weights, "
-               "trained in this process; env.evaluator.device puts it on a GPU)", err=True)  # fmt: skip
-    state, derived = run_weight_sharing_search(
-        env,
-        policy,
-        seed=cfg.seed,
-        run_dir=run_dir,
-        resume=resuming,
-        max_minutes=cfg.search.max_minutes,
-        progress=cfg.search.progress,
-        hparams=hparams,
-    )
-    score, arch = derived.best
-    for line in (
-        f"derived architecture: {arch.describe()}",
-        f"tokens: {' '.join(map(str, arch.tokens))}",
-        f"shared-weights {token_env(env).evaluator.score_label}: {score:.4f} (search phase, not a result: retrain it), "
-        f"best of {len(derived.candidates)} sampled",
-        f"controller phase: {state.episode} episodes, {state.distinct} distinct architectures, {state.elapsed:.0f} s",
-        f"retrain with: nasrl-retrain arch={run_dir}",
-        f"run folder: {run_dir}",
-    ):
+    for line in result_lines(state, env, run_dir):
         report(line)
 
 

@@ -36,7 +36,7 @@ CHECKED = ["controller/*.py", "scripts/train.py", "scripts/benchmark.py", "env/c
 # conversion of an environment), as (file, text of the call).
 ALLOWED = {
     ("controller/search.py", 'getattr(policy, "batch_size", 1)'),  # a policy's
-    ("controller/search.py", 'getattr(self.policy, "updates", None)'),  # a policy's
+    ("controller/episodes.py", 'getattr(self.policy, "updates", None)'),  # a policy's
     ("controller/runfolder.py", "getattr(self, f.name)"),  # a dataclass's own fields
     ("env/evaluators/cost.py", "getattr(self, key)"),  # LatencySettings' own fields
     ("env/runners/local.py", 'getattr(pool, "_broken", False)'),  # a process pool's

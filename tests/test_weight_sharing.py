@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,9 +18,9 @@ from nasrl.controller.evolution import EvolutionPolicy
 from nasrl.controller.lstm import LSTMPolicy
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
-from nasrl.controller.runfolder import read_history
+from nasrl.controller.runfolder import SearchState, read_history
 from nasrl.controller.search import run_search
-from nasrl.controller.weight_sharing import run_weight_sharing_search, sample_architecture
+from nasrl.controller.weight_sharing import Derived, sample_architecture
 from nasrl.env.childnet import ChildNetEnv
 from nasrl.env.evaluators.base import EvalResult
 from nasrl.env.evaluators.cache import EvaluationCache
@@ -134,8 +135,17 @@ def test_shared_scores_are_never_cached_and_the_per_child_loop_refuses_them(tmp_
         scores.append(reward)
     assert len(env.cache) == 0
     policy = LSTMPolicy(TokenSpec.from_env(env), seed=0)
-    with pytest.raises(ValueError, match="run_weight_sharing_search"):
-        run_search(env, policy, budget=2, max_episodes=2)
+    # the driver runs ENAS's schedule for it; the asynchronous mode trains children apart from the policy, which
+    # one set of weights trained in this process cannot do: refused in one line
+    with pytest.raises(ValueError, match="weight sharing trains one set of weights in this process"):
+        run_search(env, policy, budget=2, max_episodes=2, mode="async")
+
+
+def shared_search(env: ChildNetEnv, policy: LSTMPolicy, **settings: Any) -> tuple[SearchState, Derived]:
+    """``run_search`` on an environment whose evaluator shares weights (ENAS's schedule): the state and the
+    derivation."""
+    state = run_search(env, policy, **settings)
+    return state, Derived(state.derived)
 
 
 class FavouringTanh(SharedWeightsTrainer):
@@ -163,7 +173,7 @@ def test_alternating_phases_raise_the_probability_of_the_choice_the_rewards_favo
     env = ChildNetEnv(space=TINY_MLP, evaluator=FavouringTanh(**{**FAST, "epochs": 6, "controller_steps": 10}))
     policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=5, replay_top_k=0)
     before = tanh_probability(policy, env)
-    state, derived = run_weight_sharing_search(env, policy, seed=0)
+    state, derived = shared_search(env, policy, seed=0)
     assert state.episode == 60  # 6 epochs x 10 controller steps
     assert env.evaluator.step == 24  # 6 epochs x 4 shared steps
     assert tanh_probability(policy, env) > before + 0.2
@@ -188,7 +198,7 @@ def ws_search(run_dir: Path, interrupt_at: int | None = None, resume: bool = Fal
     policy = LSTMPolicy(TokenSpec.from_env(env), seed=1, batch_size=2)
     if interrupt_at is not None:
         interrupt(evaluator, interrupt_at)
-    return run_weight_sharing_search(env, policy, seed=1, run_dir=run_dir, resume=resume), evaluator
+    return shared_search(env, policy, seed=1, run_dir=run_dir, resume=resume), evaluator
 
 
 def timeless(rows: list[dict]) -> list[dict]:
@@ -297,7 +307,7 @@ def test_a_language_model_search_with_shared_weights_runs_resumes_and_derives(tm
         if interrupt_at is not None:
             interrupt(evaluator, interrupt_at)
         policy = LSTMPolicy(TokenSpec.from_env(env), seed=0, batch_size=3)
-        return run_weight_sharing_search(env, policy, seed=0, run_dir=run, resume=resume)
+        return shared_search(env, policy, seed=0, run_dir=run, resume=resume)
 
     state, derived = search(tmp_path / "once")
     assert state.episode == 9 and all(r["metrics"] != "{}" for r in state.history)  # val_perplexity per row
@@ -315,7 +325,7 @@ def test_a_language_model_search_with_shared_weights_runs_resumes_and_derives(tm
 def test_random_search_and_evolution_run_on_the_same_shared_weights(policy_class: type) -> None:
     env = ChildNetEnv(space=TINY_MLP, evaluator=SharedWeightsTrainer(**FAST))
     policy = policy_class(TokenSpec.from_env(env), seed=0)
-    state, derived = run_weight_sharing_search(env, policy, seed=0)
+    state, derived = shared_search(env, policy, seed=0)
     assert state.episode == 12 and env.evaluator.step == 12
     assert 1 <= len(derived.candidates) <= 6 and derived.best[0] == max(score for score, _ in derived.candidates)
 
@@ -374,7 +384,7 @@ def test_shared_weights_on_cuda_without_cuda_are_refused_in_one_line(monkeypatch
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_weight_sharing_search_runs_on_the_gpu() -> None:
     env = ChildNetEnv(space=TINY_MLP, evaluator=SharedWeightsTrainer(**FAST, device="cuda"))
-    state, derived = run_weight_sharing_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=0), seed=0)
+    state, derived = shared_search(env, LSTMPolicy(TokenSpec.from_env(env), seed=0), seed=0)
     assert next(env.evaluator.supernet.parameters()).is_cuda
     assert state.episode == 12 and 0 <= derived.best[0] <= 1
     saved = env.evaluator.state_dict()["supernet"]

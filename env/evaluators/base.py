@@ -105,6 +105,11 @@ class Evaluator(ABC):
         """Called by the environment with its search space (weight sharing builds its supernet from it)."""
         return None
 
+    def start(self, seed: int) -> None:
+        """Called by the search once, with its seed, before a resume restores the evaluator's state (weight
+        sharing draws its shared weights' initial values here); default nothing."""
+        return None
+
     def round_options(self) -> dict[str, Any]:
         """Keyword arguments of :meth:`evaluate` for every child of a round starting now, computed once per round
         in the search's process and sent with each child (early stopping's thresholds); default none."""
