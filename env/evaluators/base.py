@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from nasrl.env.spaces.networks import count_flops, count_parameters
 from nasrl.env.spaces.space import Architecture, SearchSpace
 from nasrl.env.threads import torch_threads
 
@@ -169,6 +170,26 @@ class Evaluator(ABC):
         """``params`` and ``flops`` of ``arch`` without building it (a table's, free); None: count them on
         :meth:`build`'s network. Asked only of an evaluator with an ``input_shape``."""
         return None
+
+    def counted_costs(self, arch: Architecture) -> dict[str, int]:
+        """``params`` and ``flops`` (torch's convention, 2 per multiply-add, one example) of ``arch``: those of
+        :meth:`count_costs`, or counted on :meth:`build`'s network. Once per architecture and process: the
+        environment's costs, longest-first scheduling (:meth:`cost`) and simulated durations all ask here, so a
+        child is built once to be counted (in the search's process, before it trains: a cost limit decides
+        there) and once to be trained. The build draws its initial weights inside ``fork_rng``: counting moves
+        no random state of the search."""
+        known: dict[tuple[int, ...], dict[str, int]] = self.__dict__.setdefault("_counted_costs", {})
+        if arch.tokens not in known:
+            counted = self.count_costs(arch)
+            if counted is None:
+                if self.input_shape is None:
+                    raise ValueError(f"{type(self).__name__} cannot count the costs of its children: no input_shape")
+                with torch.random.fork_rng(devices=[]):
+                    model = self.build(arch)
+                example = torch.zeros(1, *self.input_shape)
+                counted = {"params": count_parameters(model), "flops": count_flops(model, example)}
+            known[arch.tokens] = {"params": int(counted["params"]), "flops": int(counted["flops"])}
+        return known[arch.tokens]
 
 
 def require_evaluator(evaluator: Any, setting: str = "env.evaluator") -> Evaluator:

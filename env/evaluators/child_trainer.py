@@ -99,7 +99,6 @@ class ChildTrainer(ThreadedEvaluator):
         self.train_fraction = float(train_fraction)
         self.stopping = make_stopping(stopping)
         self._train_idx = stratified_subset(dataset.y_train, self.train_fraction) if self.train_fraction < 1 else None
-        self._flops: dict[tuple[int, ...], float] = {}  # cost(), per architecture
 
     def fingerprint(self) -> dict[str, Any]:
         d = self.dataset
@@ -146,14 +145,9 @@ class ChildTrainer(ThreadedEvaluator):
 
     def cost(self, arch: Architecture) -> float:
         """Floating-point operations of one forward pass on one example: proportional to the training
-        time of ``arch``, so a round can start its slowest children first. A few milliseconds, once per
-        architecture (a round asks again for each child it starts)."""
-        from nasrl.env.spaces.networks import count_flops
-
-        if arch.tokens not in self._flops:
-            with torch.random.fork_rng(devices=[]):  # building draws initial weights
-                self._flops[arch.tokens] = float(count_flops(self.build(arch), self.dataset.x_train[:1]))
-        return self._flops[arch.tokens]
+        time of ``arch``, so a round can start its slowest children first. Counted once per architecture, with
+        the environment's costs (:meth:`counted_costs`)."""
+        return float(self.counted_costs(arch)["flops"])
 
     def train_size(self) -> int:
         """Training examples a child trains on (the ``train_fraction`` subset)."""

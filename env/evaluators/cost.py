@@ -31,7 +31,6 @@ import torch
 
 from nasrl.env.evaluators.base import Evaluator
 from nasrl.env.evaluators.cache import EvaluationCache
-from nasrl.env.spaces.networks import count_flops, count_parameters
 from nasrl.env.spaces.space import Architecture
 from nasrl.env.threads import torch_threads
 
@@ -115,7 +114,7 @@ class CostMeter:
         if not can_measure(evaluator) or shape is None:
             raise ValueError(f"{type(evaluator).__name__} cannot build its children: their costs cannot be counted")
         self.build: Callable[[Architecture], torch.nn.Module] = evaluator.build
-        self.count_costs: Callable[[Architecture], dict[str, int] | None] = evaluator.count_costs
+        self.counted_costs: Callable[[Architecture], dict[str, int]] = evaluator.counted_costs
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in shape)
         self.latency = latency or LatencySettings()
         self.store = store
@@ -132,11 +131,7 @@ class CostMeter:
         return {k: known[k] for k in COST_NAMES if k in known and (k != "latency_ms" or with_latency)}
 
     def _count(self, arch: Architecture) -> dict[str, int]:
-        counted = self.count_costs(arch)
-        if counted is not None:
-            return {"params": int(counted["params"]), "flops": int(counted["flops"])}
-        model = self._model(arch)
-        return {"params": count_parameters(model), "flops": count_flops(model, torch.zeros(1, *self.input_shape))}
+        return dict(self.counted_costs(arch))
 
     def _model(self, arch: Architecture) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the search's RNG

@@ -108,7 +108,6 @@ class SimulatedDurations(Evaluator):
         self.min_seconds = float(min_seconds)
         self.wait = bool(wait)
         self.samples = mnist1d_child_seconds() if durations == "mnist1d" else ()
-        self._flops: dict[tuple[int, ...], int] = {}  # counted once per architecture
 
     # --- the wrapped evaluator's capabilities, forwarded by name --------------------------------------------
 
@@ -173,6 +172,9 @@ class SimulatedDurations(Evaluator):
     def count_costs(self, arch: Architecture) -> dict[str, int] | None:
         return self.evaluator.count_costs(arch)
 
+    def counted_costs(self, arch: Architecture) -> dict[str, int]:
+        return self.evaluator.counted_costs(arch)  # the wrapped evaluator's, counted once for both
+
     # --- its own --------------------------------------------------------------------------------------------
 
     def duration(self, arch: Architecture, seed: int) -> float:
@@ -184,19 +186,7 @@ class SimulatedDurations(Evaluator):
     def flops(self, arch: Architecture) -> int:
         """FLOPs of one forward pass of one example through ``arch``: the wrapped evaluator's
         ``count_costs(arch)["flops"]`` where it gives them, else counted on the network it builds."""
-        if arch.tokens not in self._flops:
-            counted = self.evaluator.count_costs(arch)
-            if counted is not None:
-                self._flops[arch.tokens] = int(counted["flops"])
-            else:
-                from nasrl.env.spaces.networks import count_flops
-
-                shape = self.evaluator.input_shape
-                assert shape is not None  # checked by __init__
-                with torch.random.fork_rng(devices=[]):  # building draws initial weights: not the search's
-                    model = self.evaluator.build(arch)
-                self._flops[arch.tokens] = count_flops(model, torch.zeros(1, *shape))
-        return self._flops[arch.tokens]
+        return self.evaluator.counted_costs(arch)["flops"]
 
     def cost(self, arch: Architecture) -> float:
         """What a scheduler may know before training (runners start the costliest children first): the FLOPs
