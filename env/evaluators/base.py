@@ -81,7 +81,7 @@ class Evaluator(ABC):
     @property
     def shares_weights(self) -> bool:
         """Whether the children are views of one set of shared weights (``env/evaluators/weight_sharing.py``):
-        ``nasrl-train`` then runs ENAS's schedule (``controller/weight_sharing.py``), not the search of rounds."""
+        the search driver (``run_search``) then runs ENAS's schedule (``controller/weight_sharing.py``), not rounds."""
         return False
 
     @property
