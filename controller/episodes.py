@@ -26,7 +26,6 @@ class Search:
     def __init__(self, env: gym.Env, base: TokenEnv, policy: Policy, state: SearchState, folder: RunFolder | None,
                  monitor: Monitor, max_failures: int, record_best: bool = True) -> None:  # fmt: skip
         self.env, self.base, self.policy, self.state = env, base, policy, state
-        self.keep = evaluator_to_keep(base.evaluator)  # early stopping's curves, if on
         self.folder, self.monitor, self.max_failures = folder, monitor, max_failures
         self.record_best = record_best  # False: best.json is chosen otherwise (weight sharing's derivation)
         self._session_start, self._elapsed_before = time.monotonic(), state.elapsed
@@ -69,7 +68,8 @@ class Search:
 
     def save(self) -> None:
         if self.folder is not None:
-            self.folder.save(self.policy, self.state, self.keep)
+            # early stopping's curves or the shared weights, if the evaluator keeps state
+            self.folder.save(self.policy, self.state, evaluator_to_keep(self.base.evaluator))
 
 
 def play_episode(env: gym.Env, policy: Policy | None, tokens: list[int] | None = None) -> tuple[float, dict[str, Any]]:

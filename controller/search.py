@@ -93,8 +93,7 @@ def run_search(
         )
     base.evaluator.start(seed)  # e.g. the shared weights' initial values (a resume then loads the saved ones)
     folder = RunFolder(run_dir) if run_dir is not None else None
-    keep = evaluator_to_keep(base.evaluator)
-    state = folder.start(policy, resume, keep) if folder is not None else SearchState()
+    state = folder.start(policy, resume, evaluator_to_keep(base.evaluator)) if folder is not None else SearchState()
     # weight sharing counts epochs, not architectures: its own progress bar
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress and not shares_weights,
                       hparams, logs_val_accuracy(base))  # fmt: skip
@@ -165,7 +164,7 @@ def _search_rounds(
     """Rounds: the policy proposes what it can before it needs feedback, the round's children train at once,
     and the results are fed back in the order of the proposals."""
     state, first_round = search.state, True
-    rounds_matter = search.keep is not None
+    rounds_matter = search.base.evaluator.keeps_state
     while state.distinct < budget and state.episode < max_episodes and time_left():
         left = min(budget - state.distinct, max_episodes - state.episode)  # what the round may propose
         size = _round_size(search.policy, workers, left, rounds_matter)

@@ -89,8 +89,8 @@ class TokenEnv(Protocol):
         ...
 
 
-TOKEN_ENV_MEMBERS = ("evaluator", "space", "decision_types", "reward_is_accuracy", "defer_training",
-                     "train_deferred", "take_deferred", "store_result", "complete")  # fmt: skip
+# what token_env's message lists: the protocol's attributes, then its property and methods
+TOKEN_ENV_MEMBERS = (*TokenEnv.__annotations__, *(name for name in vars(TokenEnv) if not name.startswith("_")))
 
 
 def token_env(env: gym.Env) -> TokenEnv:
@@ -185,11 +185,9 @@ class ChildNetEnv(gym.Env):
         self._decision: Decision | None = None
         self._seed_base: int | None = None
         self._deferred: dict[str, Job] | None = None  # cache key -> job, while the last steps queue children
-        # cache key -> (architecture, child seed, costs) of a queued child: its episode's last step decoded and
-        # counted it once; complete() builds the reward from these and the stored result
+        # cache key -> a queued child: what its episode's last step decoded and counted, and once trained its
+        # result; complete() builds the reward from these
         self._pending: dict[str, _Queued] = {}
-        self._results: dict[str, EvalResult] = {}  # cache key -> result of a queued child, once trained
-        self._trained_now: set[str] = set()  # trained for this search's queue, not yet completed once
 
     @property
     def reward_is_accuracy(self) -> bool:
@@ -263,8 +261,7 @@ class ChildNetEnv(gym.Env):
         """Keep the result of a queued child that a runner trained (a round's, or one at a time in the asynchronous
         search): in the cache, so a resumed search does not train it again, and for :meth:`complete`."""
         self.cache.put(key, result)
-        self._results[key] = result
-        self._trained_now.add(key)
+        self._pending[key].result = result
 
     def complete(self, info: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         """The reward and info of a deferred episode (``info``: its last step's) whose child's result was stored:
@@ -273,13 +270,12 @@ class ChildNetEnv(gym.Env):
         read its result (``cached`` True), as they would have from the cache."""
         key = info["pending"]
         queued = self._pending[key]
-        result = self._results[key]
-        cached = key not in self._trained_now
-        self._trained_now.discard(key)
+        assert queued.result is not None, f"complete() before store_result() of {key}"
+        cached, queued.read = queued.read, True
         queued.episodes -= 1
         if queued.episodes == 0:  # every episode that queued it is complete
-            del self._pending[key], self._results[key]
-        return self._outcome(queued.arch, queued.seed, queued.costs, key, result, cached)
+            del self._pending[key]
+        return self._outcome(queued.arch, queued.seed, queued.costs, key, queued.result, cached)
 
     def describe(self, arch: Architecture) -> str:
         """The readable form of ``arch`` in ``info["architecture"]`` and the run files."""
@@ -373,9 +369,13 @@ class ChildNetEnv(gym.Env):
 
 @dataclass
 class _Queued:
-    """A child queued by deferred episodes: what their last step decoded and counted, and how many await it."""
+    """A child queued by deferred episodes: what their last step decoded and counted, how many await it, its
+    result once a runner trained it, and whether an episode read that result already (the others read it as
+    cached)."""
 
     arch: Architecture
     seed: int
     costs: dict[str, float]
     episodes: int = 0
+    result: EvalResult | None = None
+    read: bool = False

@@ -70,10 +70,7 @@ def _config_error(exc: BaseException, cause: OmegaConfBaseException) -> str:
     override = first.removeprefix("Error merging override ") if first.startswith("Error merging override ") else ""
     if "not in" in message or "is not in struct" in message:
         schema = getattr(cause, "object_type", None)
-        fields = dataclasses.fields(schema) if dataclasses.is_dataclass(schema) else ()  # a YAML of the user's: none
-        names = [f.name for f in fields if f.name != "_target_"]
-        accepted = f"; the settings there are {names}" if names else ""
-        return f"{key}: unknown setting{accepted}"
+        return _unknown_setting(key, schema)
     if "could not be converted to" in message:
         wanted = message.rsplit(" ", 1)[-1].lower()
         value = override.split("=", 1)[-1] if override else message.split("'")[1]
@@ -186,11 +183,22 @@ def _added_key(item: str, override: Any, schemas: dict[str, type]) -> str:
     for path, schema in schemas.items():
         if key.startswith(path + "."):
             name = key.removeprefix(path + ".").split(".")[0]
-            names = [f.name for f in dataclasses.fields(schema) if f.name != "_target_"]
-            if name not in names:
-                raise _TargetError(f"{path}.{name}: unknown setting; the settings there are {names}")
+            if name not in _settings(schema):
+                raise _TargetError(_unknown_setting(f"{path}.{name}", schema))
             return item.removeprefix("+") if "." not in key.removeprefix(path + ".") else item
     return item
+
+
+def _settings(schema: Any) -> list[str]:
+    """The settings of a node's schema (its class's keywords); none for a node without one (a user's YAML)."""
+    fields = dataclasses.fields(schema) if dataclasses.is_dataclass(schema) else ()
+    return [f.name for f in fields if f.name != "_target_"]
+
+
+def _unknown_setting(key: Any, schema: Any) -> str:
+    """The one line for a key the node at its path does not have, naming the settings it has."""
+    names = _settings(schema)
+    return f"{key}: unknown setting" + (f"; the settings there are {names}" if names else "")
 
 
 class _TargetError(ValueError):

@@ -95,12 +95,10 @@ def machine_id() -> str:
 class CostMeter:
     """Measures each architecture's costs once and remembers them.
 
-    ``params`` and ``flops`` come from the evaluator's ``count_costs(arch)`` where it gives them (the
-    NAS-Bench-201 table's, which is free), else from building the network (``evaluator.build``; the build
-    draws initial weights inside ``torch.random.fork_rng``, so measuring moves no random state of the
-    search) and counting. ``latency_ms`` is measured only when asked for, and also kept in ``store`` (the
-    environment's evaluation cache) under a key naming the space, the network builder, the tokens, the
-    measurement settings, torch's version and the processor.
+    ``params`` and ``flops`` are the evaluator's ``counted_costs(arch)`` (counted once per architecture and
+    process, see :meth:`~nasrl.env.evaluators.base.Evaluator.counted_costs`). ``latency_ms`` is measured only
+    when asked for, and also kept in ``store`` (the environment's evaluation cache) under a key naming the
+    space, the network builder, the tokens, the measurement settings, torch's version and the processor.
     """
 
     def __init__(
@@ -125,13 +123,10 @@ class CostMeter:
         """``params`` and ``flops`` of ``arch`` (ints), and ``latency_ms`` with ``with_latency``."""
         known = self._known.setdefault(arch.tokens, {})
         if "params" not in known:
-            known.update(self._count(arch))
+            known.update(self.counted_costs(arch))
         if with_latency and "latency_ms" not in known:
             known["latency_ms"] = self._latency(arch)
         return {k: known[k] for k in COST_NAMES if k in known and (k != "latency_ms" or with_latency)}
-
-    def _count(self, arch: Architecture) -> dict[str, int]:
-        return dict(self.counted_costs(arch))
 
     def _model(self, arch: Architecture) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the search's RNG

@@ -96,7 +96,7 @@ class SimulatedDurations(Evaluator):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not (isinstance(min_seconds, (int, float)) and math.isfinite(min_seconds) and min_seconds >= 0):
             raise ValueError(f"min_seconds must be a number >= 0, got {min_seconds!r}")
-        if durations == "flops" and not _counts_flops(evaluator):
+        if durations == "flops" and evaluator.input_shape is None:  # its children's FLOPs cannot be counted
             raise ValueError(
                 f"durations='flops' needs the FLOPs of each child, and {type(evaluator).__name__} has no "
                 "input_shape (it does not build its children): use durations='mnist1d'"
@@ -145,6 +145,9 @@ class SimulatedDurations(Evaluator):
 
     def use_space(self, space: SearchSpace) -> None:
         self.evaluator.use_space(space)
+
+    def start(self, seed: int) -> None:
+        self.evaluator.start(seed)
 
     def round_options(self) -> dict[str, Any]:
         return self.evaluator.round_options()
@@ -215,12 +218,6 @@ def draw(tokens: Sequence[int], seed: int) -> float:
     """A number in [0, 1) fixed by ``tokens`` and ``seed`` (SHA-256, the same in every process and session)."""
     digest = hashlib.sha256(f"simulated duration:{seed}:{list(tokens)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _counts_flops(evaluator: Evaluator) -> bool:
-    """Whether the FLOPs of the evaluator's children can be counted: it builds them (it has an ``input_shape``),
-    and may count them without building (``count_costs``)."""
-    return evaluator.input_shape is not None
 
 
 @lru_cache(maxsize=1)

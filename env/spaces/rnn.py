@@ -28,11 +28,12 @@ from nasrl.env.spaces.networks import count_parameters
 from nasrl.env.spaces.space import Architecture
 
 MAX_STATE_NORM = 25.0  # ENAS-pytorch's max_norm
+# in this order in the space files' error messages (the rnn_cell family's accepted values)
 CELL_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
-    "sigmoid": torch.sigmoid,
     "identity": lambda x: x,
+    "sigmoid": torch.sigmoid,
 }
 
 

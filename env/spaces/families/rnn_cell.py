@@ -12,11 +12,10 @@ import torch
 from torch import nn
 
 from nasrl.env.spaces.family import NetworkFamily, Rule, one_of
-from nasrl.env.spaces.rnn import DAGCell
+from nasrl.env.spaces.rnn import CELL_ACTIVATIONS, DAGCell
 from nasrl.env.spaces.space import Architecture, SearchSpace
 from nasrl.env.spaces.supernet import RecurrentSupernet
 
-CELL_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")  # the order of the space files' error messages
 STANDARD_CELLS = ("lstm", "gru", "rnn_tanh")
 
 
@@ -30,7 +29,7 @@ def standard_cell(name: str) -> Architecture:
 class RNNCell(NetworkFamily):
     """ENAS's cell: node 0 reads x_t and h_{t-1}, node l > 0 the one earlier node its ``input`` token names."""
 
-    decisions: ClassVar[dict[str, Rule]] = {"activation": one_of(CELL_ACTIVATIONS)}
+    decisions: ClassVar[dict[str, Rule]] = {"activation": one_of(tuple(CELL_ACTIVATIONS))}
     required = frozenset({"activation"})
     node_inputs = True
     language_model = True
