@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -205,13 +207,24 @@ class _TargetError(ValueError):
     """A ``_target_`` of the command line that does not import, or a setting its class does not take."""
 
 
+def package_version() -> str:
+    """The installed distribution's version (``setup.cfg``), or ``unknown`` when run from a bare checkout."""
+    try:
+        return importlib.metadata.version("nasrl-gym")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def run_app(hydra_main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function as a command. Bad input that Hydra finds while it composes the
     config (an unknown key, a wrong type, a missing group option) ends in one ``error: ...`` line and exit
     status 1, as :func:`stops_on_bad_input` does for what our code finds; ``HYDRA_FULL_ERROR=1`` shows the
     full trace instead. Ctrl-C and SIGTERM raise ``KeyboardInterrupt``, also when the shell started us with
-    SIGINT ignored (a background job)."""
+    SIGINT ignored (a background job). ``--version`` alone prints the command's name and nasrl's version."""
     global _full_trace
+    if sys.argv[1:] == ["--version"]:  # ours, not Hydra's own --version (which names Hydra's)
+        print(f"{Path(sys.argv[0]).name} {package_version()}")
+        return
     full_trace = _full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     for signum in (signal.SIGINT, signal.SIGTERM):
