@@ -8,8 +8,9 @@ Every search is real: the controller, its proposals and the rewards (the NAS-Ben
 by default ``$NASRL_DATA/nb201/cifar10.csv``; where there is none, the synthetic token-match score). Only the
 children's training time is simulated (:class:`~nasrl.env.runners.durations.SimulatedDurations`): each child
 waits its duration, drawn from the child training times measured on MNIST-1D (``--durations mnist1d``) or
-modelled from the cell's FLOPs (``--durations flops``), times ``--time-scale``, without using the CPU. So a 2-core machine can run 64
-workers: what is measured is the scheduling, the rounds and the controller, not the arithmetic.
+modelled from the cell's FLOPs (``--durations flops``), times ``--time-scale``, without using the CPU. So a
+2-core machine can run 64 workers: what is measured is the scheduling, the rounds and the controller, not the
+arithmetic.
 
 Backends: ``process`` (``search.workers`` worker processes), ``ray`` (a local Ray with as many logical CPUs as
 workers: Ray accepts more than the machine has) and ``virtual`` (:class:`~nasrl.env.runners.clock.VirtualClockRunner`:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -92,6 +93,9 @@ def test_tinyshakespeare_is_downloaded_verified_and_read_by_env_lm(tmp_path, mon
     assert corpus.read_bytes() == (FIXTURES / "tinyshakespeare.txt").read_bytes()
     assert "downloading file://" in capsys.readouterr().out
     assert [p.name for p in corpus.parent.iterdir()] == ["tinyshakespeare.txt"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert corpus.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not the temporary file's 0600
     main(["tinyshakespeare", "--root", str(root)])  # present: checked, not downloaded again
     assert "checksum verified" in capsys.readouterr().out
 

