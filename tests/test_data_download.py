@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,10 @@ def test_offline_names_the_url_and_where_to_place_the_file(tmp_path, monkeypatch
         assert message.startswith(f"error: cannot download {url} (") and "\n" not in message
         assert f"place it at {place}, then run `nasrl-data tinyshakespeare` again" in message
         assert not place.exists()
+    shutil.copy(FIXTURES / "tinyshakespeare.txt", place)
+    with pytest.raises(SystemExit, match=r"is kept as it was; run `nasrl-data tinyshakespeare` without --force"):
+        main(["tinyshakespeare", "--root", str(root), "--force"])
+    assert place.read_bytes() == (FIXTURES / "tinyshakespeare.txt").read_bytes()
 
     # placed by hand, the sources are checked and used as if downloaded
     unreachable = {k: Source(f"http://127.0.0.1:{port}/{k}", s.sha256) for k, s in nb201_sources.items()}
@@ -227,9 +232,10 @@ def test_a_mirror_replaces_where_files_come_from_not_their_checksums(tmp_path, m
 
 
 def test_without_pandas_nb201_says_which_extra_to_install(tmp_path, monkeypatch, nb201_sources) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "pandas", None)  # import pandas now raises ImportError
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now raises ImportError
     with pytest.raises(DataError, match=r'needs pandas: pip install "nasrl-gym\[data\]"'):
         fetch("nb201", root=tmp_path, sources=nb201_sources, log=quiet)
+    assert not (tmp_path / NB201_SOURCES).exists()  # said before anything was downloaded
 
 
 def test_the_listing_says_what_is_present_where(tmp_path, monkeypatch, capsys) -> None:

