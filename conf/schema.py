@@ -324,7 +324,7 @@ def register_configs() -> None:
     store.store(group="env", name="base_childnet", node=childnet(trainer))
     store.store(group="env", name="base_synthetic", node=childnet(schema_of(TokenMatchEvaluator)))
     store.store(group="env", name="base_custom", node=childnet(_Slot))
-    nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str})
+    nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str | None})
     store.store(group="env", name="base_nb201", node=nb201)
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
     store.store(group="env", name="base_lm", node=childnet(lm_trainer))

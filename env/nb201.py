@@ -2,8 +2,9 @@
 
 Six decisions, one per edge of the cell in the benchmark's string order (node 1 <- 0, node 2 <- 0, 1,
 node 3 <- 0, 1, 2), five operations each. The reward comes from a CSV with one row per cell (the format
-of ``shared/data/nb201/cifar10.csv``: ``arch`` in NAS-Bench-201's string form plus accuracy columns in
-percent), so a whole search costs milliseconds. The same token protocol and loop as ``ChildNet-v0``.
+that ``nasrl-data nb201`` writes: ``arch`` in NAS-Bench-201's string form plus accuracy columns in percent; by
+default ``$NASRL_DATA/nb201/cifar10.csv``), so a whole search costs milliseconds. The same token protocol and
+loop as ``ChildNet-v0``.
 
 Each cell's parameters and FLOPs are those of the benchmark's CIFAR-10 network (:class:`NB201Network`, which
 :meth:`NB201Table.build` builds): ``info["params"]`` and ``info["flops"]``, free because they are linear in
@@ -27,11 +28,12 @@ from nasrl.env.spaces.space import Architecture
 
 class NASBench201Env(ChildNetEnv):
     """``ChildNetEnv`` over the NAS-Bench-201 cell, with the table lookup as its evaluator; ``objective`` weighs
-    the accuracy against the cell's parameters, FLOPs or latency (:class:`~nasrl.env.rewards.CostObjective`)."""
+    the accuracy against the cell's parameters, FLOPs or latency (:class:`~nasrl.env.rewards.CostObjective`).
+    ``table`` null reads the data root's table (:class:`NB201Table`)."""
 
     def __init__(
         self,
-        table: str | Path | NB201Table,
+        table: str | Path | NB201Table | None = None,
         reward_column: str = "valid_acc_12ep",
         reported_columns: Sequence[str] = ("valid_acc_200ep", "test_acc_200ep"),
         expected_rows: int | None = NUM_CELLS,

@@ -4,12 +4,13 @@
     python experiments/bench_scale.py --backends virtual --workers 1 4 16 64 256
     python experiments/bench_scale.py --backends process --workers 4 --strategies lstm --modes async
 
-Every search is real: the controller, its proposals and the rewards (the NAS-Bench-201 table's, or, without
-``--table``, the synthetic token-match score). Only the children's training time is simulated
-(:class:`~nasrl.env.runners.durations.SimulatedDurations`): each child waits its duration, drawn from the child
-training times measured on MNIST-1D (``--durations mnist1d``) or modelled from the cell's FLOPs
-(``--durations flops``), times ``--time-scale``, without using the CPU. So a 2-core machine can run 64
-workers: what is measured is the scheduling, the rounds and the controller, not the arithmetic.
+Every search is real: the controller, its proposals and the rewards (the NAS-Bench-201 table's, ``--table``,
+by default ``$NASRL_DATA/nb201/cifar10.csv``; where there is none, the synthetic token-match score). Only the
+children's training time is simulated (:class:`~nasrl.env.runners.durations.SimulatedDurations`): each child
+waits its duration, drawn from the child training times measured on MNIST-1D (``--durations mnist1d``) or
+modelled from the cell's FLOPs (``--durations flops``), times ``--time-scale``, without using the CPU. So a
+2-core machine can run 64 workers: what is measured is the scheduling, the rounds and the controller, not the
+arithmetic.
 
 Backends: ``process`` (``search.workers`` worker processes), ``ray`` (a local Ray with as many logical CPUs as
 workers: Ray accepts more than the machine has) and ``virtual`` (:class:`~nasrl.env.runners.clock.VirtualClockRunner`:
@@ -49,6 +50,7 @@ from nasrl.controller.policy import Policy, TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import MODES, run_search
 from nasrl.env.childnet import ChildNetEnv
+from nasrl.env.evaluators.downloads import NB201_TABLE, default_path
 from nasrl.env.evaluators.synthetic import TokenMatchEvaluator
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-scale", type=float, default=0.01, help="wall seconds waited per simulated second")
     parser.add_argument("--per-worker", type=int, default=4, help="architectures per worker in each search")
     parser.add_argument("--min-budget", type=int, default=32)
-    parser.add_argument("--table", type=Path, default=Path("../shared/data/nb201/cifar10.csv"))
+    # default: the table of `nasrl-data nb201` (or --table ../shared/data/nb201/cifar10.csv where that folder is)
+    parser.add_argument("--table", type=Path, default=default_path(NB201_TABLE))
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_scale"))
     args = parser.parse_args(argv)
     if any(w < 1 for w in args.workers) or not args.time_scale > 0:

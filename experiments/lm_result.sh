@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 out=${1:-outputs/lm_result}
 jobs=${JOBS:-1}
 mkdir -p "$out"
+# the corpus every step reads: $NASRL_DATA/text/tinyshakespeare.txt, checked against its SHA-256 (fetched if absent;
+# offline, put a copy there first, e.g. ../shared/data/text/tinyshakespeare.txt)
+nasrl-data tinyshakespeare
 run_all() { xargs -d '\n' -P "$jobs" -I{} bash -c {}; }  # one command per line, $jobs at a time
 
 for controller in lstm random; do

@@ -28,7 +28,7 @@ from nasrl.scripts.benchmark import best_so_far, search_once
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--table", required=True, help="the NAS-Bench-201 CSV (../shared/data/nb201/cifar10.csv)")
+    parser.add_argument("--table", required=True, help="the NAS-Bench-201 CSV (nasrl-data nb201 builds one)")
     parser.add_argument("--strategy", default="lstm_gp")
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=100)

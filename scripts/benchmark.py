@@ -1,6 +1,6 @@
 """Compare search strategies over many seeds on a tabular environment (NAS-Bench-201 by default).
 
-    nasrl-benchmark env.table=../shared/data/nb201/cifar10.csv benchmark.seeds=100 benchmark.budget=200
+    nasrl-benchmark benchmark.seeds=100 benchmark.budget=200   # the table of `nasrl-data nb201`, or env.table=PATH
 
 (``python scripts/benchmark.py`` is the same command.) Each search goes through ``run_search``, the loop of
 ``nasrl-train``, in a worker process with one torch thread.

@@ -16,6 +16,7 @@ CONTROLLERS = sorted(p.stem for p in (ROOT / "conf" / "controller").glob("*.yaml
 ENVS = sorted(p.stem for p in (ROOT / "conf" / "env").glob("*.yaml"))
 NEEDS_A_FOLDER = {"cifar10", "mnist", "fashion_mnist"}
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
+SMALL_CORPUS = ROOT / "tests" / "fixtures" / "data" / "tinyshakespeare.txt"  # env=lm's reads $NASRL_DATA's
 
 
 def composed(*overrides: str):
@@ -62,6 +63,8 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
         if not SHARED_TABLE.exists():
             pytest.skip(f"{SHARED_TABLE} is absent")
         cfg.env.table = str(SHARED_TABLE)
+    if env_name in ("lm", "lm_ws"):
+        cfg.env.evaluator.dataset.path = str(SMALL_CORPUS)
     if env_name in NEEDS_A_FOLDER:  # nothing is downloaded: without the user's folder, a clear error
         cfg.env.evaluator.dataset.root = str(tmp_path / "nowhere")
         with pytest.raises(DataError, match="not found: expected the files"):

@@ -84,7 +84,7 @@ def test_reward_and_reported_columns_are_settings(table) -> None:
 
 
 def test_bad_tables_get_clear_errors(tmp_path) -> None:
-    with pytest.raises(TableError, match=r"does not exist: set env.table"):
+    with pytest.raises(TableError, match=r"does not exist: `nasrl-data nb201` builds .*, or set env.table"):
         NASBench201Env(tmp_path / "nope.csv")
     short = make_table(tmp_path / "cols.csv", columns=("arch", "valid_acc_12ep"))
     with pytest.raises(TableError, match=r"missing columns \['valid_acc_200ep', 'test_acc_200ep'\]"):
@@ -178,7 +178,7 @@ def test_the_shared_table_loads_with_every_cell() -> None:
 
 def test_benchmark_refuses_a_missing_table_in_one_line(tmp_path) -> None:
     result = run_script("benchmark.py", f"env.table={tmp_path / 'nope.csv'}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
-    assert result.returncode != 0 and "does not exist: set env.table" in result.stderr
+    assert result.returncode != 0 and "does not exist: `nasrl-data nb201` builds" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -37,10 +37,13 @@ SCORES: dict[str, Callable[[float, float], float]] = {
 LM_OPTIMIZERS = ("adam", "sgd")
 
 
-def as_corpus(dataset: Corpus | str | Path | dict[str, Any]) -> Corpus:
-    """A corpus from ``load_corpus`` keyword arguments (a path alone is the ``path``)."""
+def as_corpus(dataset: Corpus | str | Path | dict[str, Any] | None) -> Corpus:
+    """A corpus from ``load_corpus`` keyword arguments (a path alone is the ``path``; null: ``load_corpus``'s
+    default, the data root's tiny-shakespeare)."""
     if isinstance(dataset, Corpus):
         return dataset
+    if dataset is None:
+        return load_corpus()
     if isinstance(dataset, (str, Path)):
         return load_corpus(path=str(dataset))
     return load_corpus(**dataset)
@@ -161,7 +164,7 @@ class LanguageModelTrainer(ThreadedEvaluator):
 
     def __init__(
         self,
-        dataset: Corpus | str | Path | dict[str, Any] = "../shared/data/text/tinyshakespeare.txt",
+        dataset: Corpus | str | Path | dict[str, Any] | None = None,
         hidden_size: int = 64,
         num_layers: int = 1,
         dropout: float = 0.0,

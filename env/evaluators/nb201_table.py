@@ -1,6 +1,6 @@
-"""The NAS-Bench-201 lookup table as an evaluator: a CSV with one row per cell (the format of
-``shared/data/nb201/cifar10.csv``: ``arch`` in NAS-Bench-201's string form plus accuracy columns in percent),
-so a whole search costs milliseconds.
+"""The NAS-Bench-201 lookup table as an evaluator: a CSV with one row per cell (the format that ``nasrl-data nb201``
+writes to ``$NASRL_DATA/nb201/cifar10.csv``: ``arch`` in NAS-Bench-201's string form plus accuracy columns in
+percent), so a whole search costs milliseconds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from nasrl.env.evaluators.base import EvalResult, Evaluator
+from nasrl.env.evaluators.downloads import NB201_TABLE, default_path
 from nasrl.env.spaces.nb201_cell import INPUT_SHAPE, NUM_CELLS, OPS, NB201Network, arch_string, cell_costs
 from nasrl.env.spaces.space import Architecture
 
@@ -49,6 +50,7 @@ def parse_arch_string(text: str) -> tuple[str, ...]:
 class NB201Table(Evaluator):
     """Evaluator that looks a cell up in a NAS-Bench-201 CSV table.
 
+    ``table`` null reads the data root's (``$NASRL_DATA/nb201/cifar10.csv``, which ``nasrl-data nb201`` builds).
     ``val_accuracy`` is ``reward_column`` / 100; the ``reported_columns`` come back, in percent, as
     ``EvalResult.metrics`` (and in the last step's ``info``). ``expected_rows`` guards against a
     truncated table (null skips the check, for partial tables). ``EvalResult.params`` is the cell's
@@ -60,12 +62,12 @@ class NB201Table(Evaluator):
 
     def __init__(
         self,
-        table: str | Path,
+        table: str | Path | None = None,
         reward_column: str = "valid_acc_12ep",
         reported_columns: Sequence[str] = ("valid_acc_200ep", "test_acc_200ep"),
         expected_rows: int | None = NUM_CELLS,
     ) -> None:
-        self.table = Path(str(table)).expanduser()
+        self.table = default_path(NB201_TABLE) if table is None else Path(str(table)).expanduser()
         self.reward_column = reward_column
         self.reported_columns = tuple(reported_columns)
         self.rows = _load_table(self.table.resolve(), reward_column, self.reported_columns, expected_rows)
@@ -103,8 +105,9 @@ def _load_table(
 ) -> dict[tuple[str, ...], dict[str, float]]:
     if not path.is_file():
         raise TableError(
-            f"NAS-Bench-201 table {path} does not exist: set env.table to a CSV with the columns "
-            f"'arch', {reward_column!r}, {', '.join(map(repr, reported))} (e.g. ../shared/data/nb201/cifar10.csv)"
+            f"NAS-Bench-201 table {path} does not exist: `nasrl-data nb201` builds the tables in "
+            f"{default_path(NB201_TABLE).parent} (read when env.table is null), or set env.table to a CSV with "
+            f"the columns 'arch', {reward_column!r}, {', '.join(map(repr, reported))}"
         )
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)

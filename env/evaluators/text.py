@@ -1,8 +1,9 @@
 """Text corpora for language modelling, at word or character level, held in memory as token ids.
 
-Three layouts are read, from a path the user gives (nothing is downloaded):
+Three layouts are read, from a path the user gives (nothing is downloaded here; with no path, the data root's
+``text/tinyshakespeare.txt``, which ``nasrl-data tinyshakespeare`` fetches):
 
-- ``file``: one plain UTF-8 text file, e.g. ``../shared/data/text/tinyshakespeare.txt``. Split at line
+- ``file``: one plain UTF-8 text file, e.g. ``$NASRL_DATA/text/tinyshakespeare.txt``. Split at line
   boundaries: the lines holding the first 90% of the characters train, the next 5% validate, the last 5%
   test (``val_fraction`` and ``test_fraction``). Word level lower-cases the text and splits words from
   punctuation (``re.findall(r"\\w+|[^\\w\\s]")``).
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from nasrl.env.evaluators.data import DataError
+from nasrl.env.evaluators.downloads import SHAKESPEARE, default_path
 
 LEVELS = ("word", "char")
 LAYOUTS = ("auto", "file", "ptb", "wikitext2")
@@ -58,7 +60,7 @@ class Corpus:
 
 
 def load_corpus(
-    path: str = "../shared/data/text/tinyshakespeare.txt",
+    path: str | None = None,
     level: str = "word",
     layout: str = "auto",
     vocab_size: int = 10000,
@@ -67,7 +69,8 @@ def load_corpus(
     max_train_tokens: int | None = None,
 ) -> Corpus:
     """Read the corpus at ``path`` (a file, or a folder in the ``ptb`` / ``wikitext2`` layout; ``auto``
-    tells them apart by the file names) at ``level`` (``word`` or ``char``). ``max_train_tokens`` keeps
+    tells them apart by the file names; null: the data root's ``text/tinyshakespeare.txt``) at ``level``
+    (``word`` or ``char``). ``max_train_tokens`` keeps
     only the start of the training split (a cheaper search)."""
     if level not in LEVELS:
         raise DataError(f"text level must be one of {list(LEVELS)}, got {level!r}")
@@ -75,7 +78,12 @@ def load_corpus(
         raise DataError(f"text layout must be one of {list(LAYOUTS)}, got {layout!r}")
     if vocab_size < 2:
         raise DataError(f"vocab_size must be at least 2 (one word and {UNK}), got {vocab_size}")
-    root = Path(path).expanduser()
+    root = default_path(SHAKESPEARE) if path is None else Path(path).expanduser()
+    if not root.exists() and path is None:
+        raise DataError(
+            f"text corpus {root} does not exist: `nasrl-data tinyshakespeare` fetches it there, or set the "
+            "corpus's path (env.evaluator.dataset.path) to a text file or a Penn Treebank / WikiText-2 folder"
+        )
     if not root.exists():
         raise DataError(
             f"text corpus {root} does not exist: give a text file, or a folder with the Penn Treebank "

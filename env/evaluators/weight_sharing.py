@@ -348,7 +348,7 @@ class SharedLanguageModelTrainer(SharedWeights):
 
     def __init__(
         self,
-        dataset: Corpus | str | Path | dict[str, Any] = "../shared/data/text/tinyshakespeare.txt",
+        dataset: Corpus | str | Path | dict[str, Any] | None = None,
         epochs: int = 50,
         shared_steps: int | None = 50,
         controller_steps: int = 20,
