@@ -18,6 +18,7 @@ import sys
 
 from nasrl.env.evaluators.data import DataError, data_root
 from nasrl.env.evaluators.downloads import DATASETS, fetch, status
+from nasrl.scripts.app import package_version
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", choices=list(DATASETS), help="the data set to get; none: list them")
     p.add_argument("--root", help="the data root (default: $NASRL_DATA, else ~/.cache/nasrl)")
+    p.add_argument("--version", action="version", version=f"nasrl-data {package_version()}")
     p.add_argument("--force", action="store_true", help="download and prepare again, even if present")
     p.add_argument(
         "--mirror",

@@ -17,7 +17,7 @@ from conftest import ROOT
 VERSION = configparser.ConfigParser()
 VERSION.read(ROOT / "setup.cfg")
 VERSION = VERSION["metadata"]["version"]
-COMMANDS = ["nasrl-train", "nasrl-benchmark", "nasrl-retrain"]
+COMMANDS = ["nasrl-train", "nasrl-benchmark", "nasrl-retrain", "nasrl-data"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
