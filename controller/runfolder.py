@@ -340,16 +340,16 @@ def load_plain(path: str | Path, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
+        # a Python object that is not plain data (torch names its "GLOBAL"); anything else is a broken file
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:
             raise
         if os.environ.get(TRUST_PICKLES) == "1":
             return torch.load(path, map_location="cpu", weights_only=False)
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        holds = f" (it holds {found.group(1)})" if found else ""
         raise UnsafeFileError(
-            f"{path}: this {what} needs Python's full unpickler{holds}: it was written by an older nasrl, or "
-            f"crafted, and loading it runs any code its pickle holds; if you trust where it came from, set "
-            f"{TRUST_PICKLES}=1 to read it anyway"
+            f"{path}: this {what} needs Python's full unpickler (it holds {found.group(1)}): it was written by an "
+            "older nasrl, or crafted, and loading it runs any code its pickle holds; if you trust where it came "
+            f"from, set {TRUST_PICKLES}=1 to read it anyway"
         ) from None
 
 
