@@ -53,6 +53,9 @@ print("ran without nasrl")
 """
 
 
+ONNX_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
+
+
 def deep_tokens(space_name: str, seed: int) -> list[int]:
     """Valid tokens of ``space_name``: its deepest networks (skip connections, padding, pooling: what a trace must
     get right), the other decisions drawn with ``seed``."""
@@ -70,7 +73,7 @@ def test_the_exported_models_give_the_trained_models_predictions_without_nasrl(t
     data = load_dataset(name="digits")
     _, _, raw_test, _ = _digits(data_root())  # the test images as the data set gives them, before normalisation
     raw = torch.from_numpy(raw_test)
-    folders = []
+    folders, printed = [], {}
     for space in ("cnn1d", "cnn2d", "mlp"):
         out = tmp_path / f"retrain-{space}"  # not a folder named as the space: load_space would read it as a path
         tokens = deep_tokens(space, seed=1)
@@ -80,6 +83,7 @@ def test_the_exported_models_give_the_trained_models_predictions_without_nasrl(t
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"{out / 'model_scripted.pt'}  (TorchScript, normalisation inside" in result.stdout
+        printed[out] = result.stdout
         assert json.loads((out / "result.json").read_text())["tokens"] == tokens
         model = load_model(out / "model.pt")  # the trained model, on inputs normalised by the data pipeline
         with torch.no_grad():
@@ -99,11 +103,13 @@ def test_the_exported_models_give_the_trained_models_predictions_without_nasrl(t
         logits = torch.load(out / "scripted_logits.pt", weights_only=True)
         assert torch.equal(logits.argmax(1), expected.argmax(1)), out.name
         torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
-        if importlib.util.find_spec("onnxruntime") is not None:
+        if not ONNX_EXTRA:  # the extra is optional: without it, one line says so
+            assert not (out / "model.onnx").exists() and "model.onnx: skipped: " in printed[out]
+        elif importlib.util.find_spec("onnxruntime") is not None:
             onnx_logits = torch.load(out / "onnx_logits.pt", weights_only=True)
             assert torch.equal(onnx_logits.argmax(1), expected.argmax(1)), out.name
             torch.testing.assert_close(onnx_logits, expected, rtol=1e-4, atol=1e-4)
-        elif importlib.util.find_spec("onnx") is not None:
+        else:
             import onnx
 
             onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
@@ -125,12 +131,13 @@ def test_model_pt_is_plain_data_with_the_normalisation(tmp_path) -> None:
 
 def test_onnx_is_skipped_in_one_line_without_the_extra(tmp_path, monkeypatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    hidden = ("onnx", "onnxscript")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     data = load_dataset(name="digits")
     arch = load_space("mlp").decode(deep_tokens("mlp", seed=0))
     model = build_network(arch, data.input_shape, data.num_classes).eval()
     lines = retraining.export_model(tmp_path, model, data)
-    assert lines[1] == 'model.onnx: skipped: onnx not installed (pip install "nasrl-gym[onnx]")'
+    assert lines[1] == 'model.onnx: skipped: onnx and onnxscript not installed (pip install "nasrl-gym[onnx]")'
     assert (tmp_path / "model_scripted.pt").exists() and not (tmp_path / "model.onnx").exists()
 
 
