@@ -128,6 +128,13 @@ def test_model_pt_is_plain_data_with_the_normalisation(tmp_path) -> None:
     normalised = (torch.from_numpy(raw_test) - saved["normalization"]["mean"]) / saved["normalization"]["std"]
     assert torch.allclose(normalised, data.x_test)
 
+    del saved["normalization"]  # as nasrl wrote it before format 2: plain data too, so it loads with no opt-in
+    torch.save(saved | {"format": 1}, tmp_path / "old.pt")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "old.pt")(data.x_test), model(data.x_test))
+    with pytest.raises(retraining.RetrainError, match="holds no input normalisation"):
+        load_model(tmp_path / "old.pt", raw_inputs=True)
+
 
 def test_onnx_is_skipped_in_one_line_without_the_extra(tmp_path, monkeypatch) -> None:
     real = importlib.util.find_spec
