@@ -6,16 +6,24 @@ random states and the loop's state, rewritten atomically after every round and o
 and ``cache.sqlite`` (every child result, ``env/evaluators/cache.py``). ``retrain``, the resume of ``nasrl-train``
 and the result scripts read runs through the functions at the end of this module, which also read folders
 written before the package was called ``nasrl`` (see :func:`read_config`).
+
+A run folder may come from someone else, so ``checkpoint.pt`` holds plain data only (tensors, dicts, lists,
+numbers, strings) and is read with ``torch.load(weights_only=True)``, which runs no code from the file
+(:func:`load_plain`). Files that need Python's full unpickler (checkpoints of version 1, or crafted ones) are
+refused unless ``NASRL_TRUST_PICKLES=1`` is set, because loading such a file runs any code its pickle holds.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import io
 import json
 import os
+import pickle
 import random
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -48,7 +56,11 @@ HISTORY_COLUMNS = [
     "proposal",  # number of the proposal, in the order the policy made them (rows are in the order results came)
     "staleness",  # policy updates between this proposal and its result (0 in a sequential search)
 ]
-CHECKPOINT_VERSION = 1
+# 2: plain data only, read with torch.load(weights_only=True); 1 held numpy's random state as pickled arrays
+CHECKPOINT_VERSION = 2
+# The opt-in, an environment variable, to read files that only Python's full unpickler reads (old or crafted):
+# loading such a file runs any code its pickle holds, so it is off unless set to 1.
+TRUST_PICKLES = "NASRL_TRUST_PICKLES"
 # info keys that have a column of their own, or that are not numbers to keep in ``metrics``
 _NOT_METRICS = {"architecture", "tokens", "arch", "val_accuracy", "params", "train_seconds", "failed", "reason"}
 _NOT_METRICS |= {"reused", "cached", "deferred", "child_seed", "stopped", "proposal", "staleness"}
@@ -56,6 +68,11 @@ _NOT_METRICS |= {"reused", "cached", "deferred", "child_seed", "stopped", "propo
 
 class SearchError(RuntimeError):
     """A search that cannot go on (too many failed children, an unusable checkpoint or run folder)."""
+
+
+class UnsafeFileError(SearchError):
+    """A file that only Python's full unpickler reads, refused because loading it could run code
+    (set ``NASRL_TRUST_PICKLES=1`` to read it anyway, see :func:`load_plain`)."""
 
 
 @dataclass
@@ -197,10 +214,11 @@ class RunFolder:
             "spec": policy.spec.__dict__,
             "policy": policy.state_dict(),
             "state": state.saved(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "rng": _random_states(),
         }
         if evaluator is not None:
             payload["evaluator"] = evaluator.state_dict()
+        check_plain(payload, "the checkpoint")
         atomic_write(self.checkpoint, lambda fh: torch.save(payload, fh))
 
 
@@ -213,14 +231,45 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _random_states() -> dict[str, Any]:
+    """Python's, numpy's and torch's global random states as plain data (lists where the libraries give
+    tuples and arrays): what ``torch.load(weights_only=True)`` reads back."""
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    assert isinstance(numpy_state, dict)  # legacy=False: a dict, even for the legacy global generator
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": numpy_state | {"state": {k: np.asarray(v).tolist() for k, v in numpy_state["state"].items()}},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _restore_random_states(rng: dict[str, Any], version: int) -> None:
+    """Put back what :func:`_random_states` saved (or, ``version`` 1, the libraries' own tuples)."""
+    if version == 1:
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+    else:
+        py_version, internal, gauss = rng["python"]
+        random.setstate((py_version, tuple(internal), gauss))
+        numpy_state = rng["numpy"]
+        key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+        np.random.set_state(numpy_state | {"state": {"key": key, "pos": int(numpy_state["state"]["pos"])}})
+    torch.set_rng_state(rng["torch"])
+
+
 def load_checkpoint(path: Path, policy: Policy, evaluator: Evaluator | None = None) -> SearchState:
     """Restore ``policy``, the random states and, given, a weight-sharing ``evaluator`` from ``path``; return
-    the loop's state. Refuses anything unusable, naming what is wrong."""
+    the loop's state. Refuses anything unusable, naming what is wrong; a checkpoint that needs the full
+    unpickler (version 1, or crafted) only with ``NASRL_TRUST_PICKLES=1`` (see :func:`load_plain`)."""
     try:
-        payload = torch.load(path, weights_only=False)
+        payload = load_plain(path, "checkpoint")
+    except UnsafeFileError as exc:
+        raise UnsafeFileError(f"cannot resume: {exc}") from None
     except Exception as exc:
         raise SearchError(f"cannot resume: {path} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
+    version = payload.get("version") if isinstance(payload, dict) else None
+    if version not in (1, CHECKPOINT_VERSION):
         raise SearchError(f"cannot resume: {path} is not a nasrl checkpoint of version {CHECKPOINT_VERSION}")
     if payload["spec"] != policy.spec.__dict__:
         saved = payload["spec"]
@@ -249,10 +298,59 @@ def load_checkpoint(path: Path, policy: Policy, evaluator: Evaluator | None = No
                 f"cannot resume: the checkpoint's evaluator state does not fit the configured evaluator "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
-    random.setstate(payload["rng"]["python"])
-    np.random.set_state(payload["rng"]["numpy"])
-    torch.set_rng_state(payload["rng"]["torch"])
+    _restore_random_states(payload["rng"], version)
     return SearchState(**payload["state"])
+
+
+# what torch.load(weights_only=True) reads without being told of more types
+_PLAIN_LEAVES = (str, int, float, bool, complex, bytes, type(None), torch.dtype, torch.device)
+_PLAIN_CONTAINERS = (dict, list, tuple, set, torch.Size)
+
+
+def check_plain(data: Any, what: str, where: str = "") -> None:
+    """Refuse, naming where, anything in ``data`` that ``torch.load(weights_only=True)`` would not read back
+    (a numpy array, a dataclass, a generator...): found when a file is written, not when it is read."""
+    kind = type(data)
+    if isinstance(data, torch.Tensor) or kind in _PLAIN_LEAVES:
+        return
+    if kind in (dict, collections.OrderedDict):
+        for key, value in data.items():
+            check_plain(key, what, f"{where}[{key!r}] (a key)")
+            check_plain(value, what, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key!r}]")
+        return
+    if kind in _PLAIN_CONTAINERS:
+        for i, value in enumerate(data):
+            check_plain(value, what, f"{where}[{i}]")
+        return
+    raise SearchError(
+        f"{what} cannot hold {kind.__module__}.{kind.__qualname__} (at {where.lstrip('.') or 'the top'}): it holds "
+        "tensors, dicts, lists, tuples, str, int, float, bool and None only, so that torch.load(weights_only=True) "
+        "reads it; convert it to those in state_dict() and back in load_state_dict()"
+    )
+
+
+def load_plain(path: str | Path, what: str = "file") -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and plain data, and no code from the file runs.
+
+    A file that only Python's full unpickler reads (written by an older nasrl, or crafted to run code when
+    loaded) raises :class:`UnsafeFileError` in one line naming the file, the risk and the opt-in: with the
+    environment variable ``NASRL_TRUST_PICKLES=1`` it is read with ``weights_only=False``, which runs any code
+    its pickle holds, so set it only for files whose origin you trust. Other errors (a missing, truncated or
+    corrupt file) are torch's own, for the caller to word."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # a Python object that is not plain data (torch names its "GLOBAL"); anything else is a broken file
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise
+        if os.environ.get(TRUST_PICKLES) == "1":
+            return torch.load(path, map_location="cpu", weights_only=False)
+        raise UnsafeFileError(
+            f"{path}: this {what} needs Python's full unpickler (it holds {found.group(1)}): it was written by an "
+            "older nasrl, or crafted, and loading it runs any code its pickle holds; if you trust where it came "
+            f"from, set {TRUST_PICKLES}=1 to read it anyway"
+        ) from None
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -389,4 +487,4 @@ def resume_config(run: str | Path, overrides: list[str]) -> DictConfig:
 
 def read_elapsed_minutes(run: str | Path) -> float:
     """Wall-clock minutes the search of ``run`` spent over all its sessions (what search.max_minutes caps)."""
-    return float(torch.load(Path(run) / "checkpoint.pt", weights_only=False)["state"]["elapsed"]) / 60
+    return float(load_plain(Path(run) / "checkpoint.pt", "checkpoint")["state"]["elapsed"]) / 60

@@ -21,10 +21,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from nasrl.controller.runfolder import SearchError
 from nasrl.controller.stats import mean_std
 from nasrl.env.evaluators.child_trainer import accuracy_of
 from nasrl.env.evaluators.data import DataError, load_dataset
-from nasrl.scripts.retraining import load_model
+from nasrl.scripts.retraining import RetrainError, load_model
 
 
 def retest(run: Path, test_examples: int, test_seed: int) -> dict[str, Any]:
@@ -39,7 +40,10 @@ def retest(run: Path, test_examples: int, test_seed: int) -> dict[str, Any]:
     # a model retrained with dataset={test_examples:...} reported its accuracy on those, not on the standard split
     reported = result["test_accuracy"] if dataset.pop("test_examples", None) is None else None
     dataset.pop("test_seed", None)
-    model = load_model(run / "model.pt")
+    try:
+        model = load_model(run / "model.pt")
+    except (RetrainError, SearchError) as exc:  # unreadable, or one that only the full unpickler reads
+        raise SystemExit(f"error: {exc}") from None
     standard = accuracy_of(model, *_test_split(tuple(sorted(dataset.items()))))
     fresh_settings = dataset | {"test_examples": test_examples, "test_seed": test_seed}
     fresh = accuracy_of(model, *_test_split(tuple(sorted(fresh_settings.items()))))

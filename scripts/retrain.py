@@ -3,14 +3,18 @@
 
     nasrl-retrain arch=RUN_FOLDER/best.json            # the best of a search
     nasrl-retrain arch=RUN_FOLDER/history.csv:7        # the 8th distinct architecture
-    nasrl-retrain arch='[3,5,1,0,1]' space=cnn1d        # tokens
+    nasrl-retrain arch='[0,3,2,0,1]' space=cnn1d        # tokens (cnn1d: one layer, 48 filters of width 7)
     nasrl-retrain arch=RUN_FOLDER retrain.epochs=1      # a quick check
     nasrl-retrain arch=LM_RUN dataset={level:char}      # a word-level cell moved to characters (lm.* recipe)
     nasrl-retrain arch=lstm                             # a standard cell (lstm, gru, rnn_tanh) on the corpus
 
-Writes into its run folder (outputs/retrain/DATE/TIME): model.pt (weights and architecture; load it with
-``nasrl.scripts.retraining.load_model``), result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*``
-tags: train_loss, and test_accuracy, or test_perplexity and test_bpc for language models).
+Writes into its run folder (outputs/retrain/DATE/TIME): model.pt (weights, architecture and input normalisation,
+plain data that ``torch.load(weights_only=True)`` reads; load it with ``nasrl.scripts.retraining.load_model``),
+result.json, curve.csv, and TensorBoard events under tb/ (``retrain/*`` tags: train_loss, and test_accuracy, or
+test_perplexity and test_bpc for language models). A classifier is also exported with its input normalisation
+inside, to run without nasrl: model_scripted.pt (TorchScript: ``torch.jit.load(path)(raw_inputs)``) and, where the
+``onnx`` extra is installed (``pip install "nasrl-gym[onnx]"``), model.onnx. A language model is not exported (see
+:data:`LM_NOT_EXPORTED`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from nasrl.controller.build import seed_everything
 from nasrl.env.evaluators.data import load_dataset
 from nasrl.env.evaluators.text import load_corpus
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
-from nasrl.scripts.retraining import resolve_architecture, retrain, retrain_language_model, save_model
+from nasrl.scripts.retraining import export_model, resolve_architecture, retrain, retrain_language_model, save_model
+
+# why: the cells step through time in Python (and ENAS's clips its state only when it grows), which a trace would
+# freeze to one sequence length and one branch; the Python module from load_model runs any length
+LM_NOT_EXPORTED = (
+    "model_scripted.pt, model.onnx: not written for a language model (its cell steps through time in Python, which "
+    "a trace would freeze to one sequence length); load model.pt with nasrl.scripts.retraining.load_model"
+)
 
 
 @hydra.main(config_path="pkg://nasrl.conf", config_name="retrain", version_base="1.3")
@@ -76,6 +87,8 @@ def _classifier(cfg: DictConfig, arch: Any, dataset: dict, source: str, out: Pat
 
     result = retrain(arch, data, recipe, seed=cfg.seed, log=log)
     save_model(out / "model.pt", result.model, arch, data, source=source, seed=cfg.seed)
+    for line in export_model(out, result.model, data):
+        report(line)
     _write_curve(out, result.curve)
     report(
         f"test accuracy: {result.test_accuracy:.4f} ({len(data.y_test)} examples), {result.params:,} parameters, "
@@ -107,6 +120,7 @@ def _language_model(cfg: DictConfig, arch: Any, dataset: dict, source: str, out:
 
     result = retrain_language_model(arch, corpus, recipe, seed=cfg.seed, log=log)
     save_model(out / "model.pt", result.model, arch, corpus, source=source, seed=cfg.seed)
+    report(LM_NOT_EXPORTED)
     _write_curve(out, result.curve)
     scores = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.metrics.items())
     report(

@@ -7,13 +7,21 @@ split). Recurrent cells (``rnn_cell`` runs and the standard ``lstm``, ``gru``, `
 as language models with :class:`LMRecipe`, at the hidden size that gives every cell the same number of
 parameters, and report test perplexity (and bits per character at character level).
 
-``load_model(path)`` turns a saved ``model.pt`` back into the ``nn.Module`` with its weights.
+``load_model(path)`` turns a saved ``model.pt`` back into the ``nn.Module`` with its weights; ``model.pt`` holds
+plain data only (``torch.load(path, weights_only=True)`` reads it, and loading it runs no code from the file).
+:func:`export_model` writes what needs no nasrl to run: ``model_scripted.pt`` (TorchScript) and ``model.onnx``
+(with the ``onnx`` extra), both with the input normalisation inside.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib.util
+import logging
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nasrl.conf.schema import LMRecipe, Recipe, corpus_schema, dataset_schema
-from nasrl.controller.runfolder import SearchError, read_best, read_config, read_history
+from nasrl.controller.runfolder import (
+    SearchError,
+    UnsafeFileError,
+    check_plain,
+    load_plain,
+    read_best,
+    read_config,
+    read_history,
+)
 from nasrl.env.evaluators.child_trainer import accuracy_of, train_model
 from nasrl.env.evaluators.data import Dataset
 from nasrl.env.evaluators.device import resolve_device
@@ -35,7 +51,9 @@ from nasrl.env.spaces.rnn import build_language_model, hidden_size_for
 from nasrl.env.spaces.space import Architecture, SearchSpace, SpaceError, load_space
 from nasrl.env.threads import torch_threads
 
-MODEL_FORMAT = 1
+# 2: plain data (torch.load(weights_only=True) reads it) and the input normalisation; 1: the same without it
+MODEL_FORMAT = 2
+ONNX_HINT = 'pip install "nasrl-gym[onnx]"'  # the extra that torch.onnx.export needs (onnx, onnxscript)
 
 
 @dataclass
@@ -128,7 +146,7 @@ def _parse_tokens(arch: Any) -> list[int]:
     try:
         return [int(t) for t in parts]
     except (TypeError, ValueError):
-        raise RetrainError(f"arch={arch!r}: tokens must be integers, e.g. arch='[3,5,1,0,0]'") from None
+        raise RetrainError(f"arch={arch!r}: tokens must be integers, e.g. arch='[0,3,2,0,1]'") from None
 
 
 def _tokens_from_run(text: str) -> tuple[list[int], Path, str]:
@@ -294,30 +312,149 @@ def retrain_language_model(
 
 def save_model(path: str | Path, model: nn.Module, arch: Architecture, data: Dataset | Corpus, **extra: Any) -> None:
     """Save weights with everything needed to rebuild the network (see :func:`load_model`), as CPU tensors
-    wherever the model trained, so that a machine without a GPU loads them."""
+    wherever the model trained, so that a machine without a GPU loads them. A classifier's file also holds
+    the input normalisation of ``data`` (``normalization``: ``mean`` and ``std`` per channel). ``extra``: more
+    plain data to keep (str, numbers, lists, dicts)."""
     if isinstance(data, Corpus):  # a language model: its vocabulary and sizes
         shape: dict[str, Any] = {"vocab": data.vocab, "hidden_size": model.hidden_size, "num_layers": model.num_layers}
     else:
         shape = {"input_shape": list(data.input_shape), "num_classes": data.num_classes}
+        if data.mean is not None and data.std is not None:
+            shape["normalization"] = {"mean": data.mean.cpu(), "std": data.std.cpu()}
     state = {"format": MODEL_FORMAT, "arch": arch.to_dict(), **shape, "dataset": data.name}
     weights = {name: tensor.cpu() for name, tensor in model.state_dict().items()}  # the CPU's own: no copy
-    torch.save({**state, "state_dict": weights, **extra}, path)
+    payload = {**state, "state_dict": weights, **extra}
+    check_plain(payload, "model.pt")
+    torch.save(payload, path)
 
 
-def load_model(path: str | Path) -> nn.Module:
+def load_model(path: str | Path, raw_inputs: bool = False) -> nn.Module:
     """The trained ``nn.Module`` saved at ``path`` (a retrain run's ``model.pt``), in eval mode.
 
-    It expects inputs normalised as :func:`env.data.load_dataset` returns them; a language model, token ids
-    of the vocabulary saved with it (``torch.load(path)["vocab"]``).
+    It expects inputs normalised as :func:`nasrl.env.evaluators.data.load_dataset` returns them; with
+    ``raw_inputs`` it is wrapped in :class:`Normalized`, which takes them as the data set gives them and
+    normalises them with the statistics saved in the file. A language model takes token ids of the
+    vocabulary saved with it (``torch.load(path, weights_only=True)["vocab"]``).
+
+    The file is read with ``torch.load(weights_only=True)``; one that needs Python's full unpickler (crafted,
+    or from a nasrl that pickled more) is refused in one line unless ``NASRL_TRUST_PICKLES=1`` is set
+    (:func:`nasrl.controller.runfolder.load_plain`).
     """
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a model saved by scripts/retrain.py (format {MODEL_FORMAT})")
+    try:
+        saved = load_plain(path, "model file")
+    except UnsafeFileError:
+        raise
+    except Exception as exc:
+        raise RetrainError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(saved, dict) or saved.get("format") not in (1, MODEL_FORMAT):
+        raise RetrainError(f"{path} is not a model saved by nasrl-retrain (format {MODEL_FORMAT})")
     arch = Architecture.from_dict(saved["arch"])
     model: nn.Module
     if arch.family.language_model:
+        if raw_inputs:
+            raise RetrainError(f"{path} is a language model: it takes token ids, there is no normalisation to add")
         model = build_language_model(arch, len(saved["vocab"]), saved["hidden_size"], saved["num_layers"])
     else:
         model = build_network(arch, saved["input_shape"], saved["num_classes"])
     model.load_state_dict(saved["state_dict"])
-    return model.eval()
+    model.eval()
+    if not raw_inputs:
+        return model
+    if "normalization" not in saved:
+        raise RetrainError(
+            f"{path} holds no input normalisation (an older nasrl saved it, or its data set was built by hand): "
+            "normalise the inputs yourself and load it without raw_inputs"
+        )
+    return Normalized(model, saved["normalization"]["mean"], saved["normalization"]["std"]).eval()
+
+
+# --- export: files that run without nasrl -----------------------------------------------------------------
+
+
+class Normalized(nn.Module):
+    """``model`` behind the input normalisation of its data set, ``(x - mean) / std`` per channel: it takes
+    inputs as the data set gives them (see :class:`~nasrl.env.evaluators.data.Dataset`)."""
+
+    mean: torch.Tensor  # buffers: saved with the module, moved with it
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def export_model(out: str | Path, model: nn.Module, data: Dataset) -> list[str]:
+    """Write, into the folder ``out``, ``model`` with the input normalisation of ``data`` inside, for raw inputs
+    (float32, shaped (N, *data.input_shape), as the data set gives them), in forms that need no nasrl:
+
+    - ``model_scripted.pt``: TorchScript, ``torch.jit.load(path)(raw_inputs)`` gives the logits;
+    - ``model.onnx`` (input ``inputs``, output ``logits``, any batch size) where the ``onnx`` extra is
+      installed (``pip install "nasrl-gym[onnx]"``).
+
+    Returns one line per file, written or skipped with the reason, for the command to print. An export that
+    fails is reported, not raised: the trained model is already in ``model.pt``."""
+    out = Path(out)
+    if data.mean is None or data.std is None:
+        return ["model_scripted.pt, model.onnx: not written: the data set's normalisation is not known"]
+    wrapped = Normalized(copy.deepcopy(model).cpu(), data.mean.cpu(), data.std.cpu()).eval()
+    example = torch.zeros(2, *data.input_shape)
+    # a different batch size and values: the check that the trace holds for inputs other than the example
+    noise = torch.randn(3, *data.input_shape, generator=torch.Generator().manual_seed(0))
+    check = noise * data.std.cpu() + data.mean.cpu()
+    lines = [_export_torchscript(out / "model_scripted.pt", wrapped, example, check)]
+    lines.append(_export_onnx(out / "model.onnx", wrapped, example))
+    return lines
+
+
+def _export_torchscript(path: Path, wrapped: nn.Module, example: torch.Tensor, check: torch.Tensor) -> str:
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch 2.13 deprecates torch.jit; its TracerWarnings are about the spatial sizes the networks read
+            # from their input, fixed by the data set (only the batch size varies, checked below)
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(wrapped, example)
+            expected, got = wrapped(check), traced(check)
+        if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
+            return f"{path.name}: not written: its trace does not reproduce the model on a batch of {len(check)}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced.save(str(path))
+    except Exception as exc:
+        return f"{path.name}: not written: TorchScript could not trace the model ({type(exc).__name__}: {exc})"
+    return f"{path}  (TorchScript, normalisation inside: torch.jit.load(path)(raw_inputs) gives the logits)"
+
+
+def _export_onnx(path: Path, wrapped: nn.Module, example: torch.Tensor) -> str:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{path.name}: skipped: {' and '.join(missing)} not installed ({ONNX_HINT})"
+    # the exporter logs its passes, and warns of torchvision's operators, which no nasrl network uses
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(None):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                dynamo=True,
+                external_data=False,  # one file: the weights inside
+                verbose=False,
+                input_names=["inputs"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
+    except Exception as exc:
+        return f"{path.name}: not written: torch.onnx.export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    return f"{path}  (ONNX, normalisation inside: input 'inputs', output 'logits')"

@@ -195,4 +195,4 @@ def test_a_users_evaluator_is_asked_for_each_capability(wrapped: bool, tmp_path:
     state = run_search(env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=3, max_episodes=6,
                        runner=InProcessRunner(env.evaluator), run_dir=tmp_path)  # fmt: skip
     assert state.distinct == 3 and inner.calls[1] == {"round": 1}  # round_options, sent with a round's children
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["evaluator"] == {"rounds": inner.rounds}
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["evaluator"] == {"rounds": inner.rounds}

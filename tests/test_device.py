@@ -27,7 +27,7 @@ from nasrl.env.runners import make_runner
 from nasrl.env.runners.local import ProcessRunner
 from nasrl.env.spaces.sampling import random_tokens
 from nasrl.env.spaces.space import Architecture, load_space
-from nasrl.scripts.retraining import load_model, retrain, retrain_language_model, save_model
+from nasrl.scripts.retraining import export_model, load_model, retrain, retrain_language_model, save_model
 
 HAS_CUDA = torch.cuda.is_available()
 NO_CUDA = "device='cuda', but this torch"
@@ -257,10 +257,16 @@ class TestOnCuda:
         result = retrain(arch, digits, Recipe(epochs=2, device="cuda", amp=True), seed=0)
         assert result.device.startswith("cuda") and next(result.model.parameters()).is_cuda
         save_model(tmp_path / "model.pt", result.model, arch, digits)
-        saved = torch.load(tmp_path / "model.pt", weights_only=False)
+        saved = torch.load(tmp_path / "model.pt", weights_only=True)
         assert all(not t.is_cuda for t in saved["state_dict"].values())
         model = load_model(tmp_path / "model.pt")
         assert accuracy_of(model, digits.x_test, digits.y_test) == pytest.approx(result.test_accuracy, abs=0.02)
+        lines = export_model(tmp_path, result.model, digits)  # a CPU copy of the model on the GPU is exported
+        assert "TorchScript" in lines[0] and next(result.model.parameters()).is_cuda
+        scripted = torch.jit.load(str(tmp_path / "model_scripted.pt"))
+        raw = digits.x_test * digits.std + digits.mean  # the inputs before normalisation
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(raw), model(digits.x_test), rtol=1e-4, atol=1e-4)
 
     def test_a_language_model_retrains_on_the_gpu(self, tmp_path) -> None:
         corpus = load_corpus(write_text(tmp_path / "t.txt"))

@@ -22,6 +22,7 @@ from nasrl.env.spaces.families.rnn_cell import STANDARD_CELLS, standard_cell
 from nasrl.env.spaces.rnn import MAX_STATE_NORM, build_language_model, hidden_size_for
 from nasrl.env.spaces.sampling import random_tokens
 from nasrl.env.spaces.space import SHIPPED_SPACES, load_space, shipped_spaces
+from nasrl.scripts.retrain import LM_NOT_EXPORTED
 from nasrl.scripts.retraining import load_model
 
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
@@ -293,11 +294,12 @@ def test_a_language_model_search_writes_a_run_folder_resumes_exactly_and_retrain
         result = run_script("retrain.py", f"arch={tmp_path / 'full'}", *recipe, *extra, f"hydra.run.dir={out}",
                             cwd=tmp_path)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
+        assert LM_NOT_EXPORTED in result.stdout and not (out / "model_scripted.pt").exists()
         summary = json.loads((out / "result.json").read_text())
         assert summary[metric] > 0 and summary["params"] > 0 and summary["tokens"] == best["tokens"]
         assert summary["level"] == name[:-1] and (out / "curve.csv").exists()
         model = load_model(out / "model.pt")
-        vocab = torch.load(out / "model.pt", weights_only=False)["vocab"]
+        vocab = torch.load(out / "model.pt", weights_only=True)["vocab"]
         logits, _ = model(torch.zeros(3, 1, dtype=torch.long), model.initial_state(1))
         assert logits.shape == (3, 1, len(vocab))
 

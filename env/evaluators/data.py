@@ -30,7 +30,12 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """Normalised float inputs shaped (N, channels, ...) and integer labels, per split."""
+    """Normalised float inputs shaped (N, channels, ...) and integer labels, per split.
+
+    ``mean`` and ``std`` (shaped (channels, 1, ...)) are the training split's statistics the inputs were
+    normalised with, ``(raw - mean) / std``, where raw inputs are float32 as the data set gives them: pixels
+    scaled to [0, 1] for CIFAR-10, MNIST and Fashion-MNIST, 0..16 for digits, MNIST-1D as its generator
+    scales it. An exported model applies them itself (:func:`nasrl.scripts.retraining.export_model`)."""
 
     name: str
     x_train: torch.Tensor
@@ -40,6 +45,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    mean: torch.Tensor | None = None  # None: not known (a Dataset built by hand)
+    std: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -110,6 +117,8 @@ def load_dataset(
         x_test=prep(x_test),
         y_test=labels(y_test),
         num_classes=int(max(y.max(), y_test.max()) + 1),
+        mean=torch.from_numpy(mean[0].astype(np.float32)),
+        std=torch.from_numpy(std[0].astype(np.float32)),
     )
 
 
