@@ -105,6 +105,12 @@ def test_unknown_space_name_lists_the_known_ones() -> None:
         load_space("cnn3d")
 
 
+def test_a_folder_named_like_a_space_does_not_hide_the_space(tmp_path, monkeypatch) -> None:
+    (tmp_path / "cnn1d").mkdir()  # e.g. a run folder: hydra.run.dir=cnn1d
+    monkeypatch.chdir(tmp_path)
+    assert load_space("cnn1d") == load_space(SHIPPED_SPACES / "cnn1d.yaml")
+
+
 def test_decode_refuses_incomplete_too_long_and_out_of_range_sequences() -> None:
     space = load_space("mlp")
     with pytest.raises(ValueError, match="incomplete"):

@@ -266,7 +266,8 @@ def load_space(space: str | Path | dict[str, Any] | SearchSpace) -> SearchSpace:
         return _parse(dict(space), "<dict>")
     text = str(space)
     path: Any = Path(text)
-    if not (text.endswith((".yaml", ".yml")) or path.exists()):
+    # a file, not any path: a run folder named like a space (hydra.run.dir=cnn1d) must not hide the space
+    if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         path = SHIPPED_SPACES / f"{text}.yaml"
         if not path.is_file():
             raise SpaceError(f"unknown search space '{text}': accepted are {shipped_spaces()} or a path to a YAML file")
