@@ -299,10 +299,9 @@ def _docstring_arg(obj: Any, name: str) -> str:
             if current is not None:
                 return " ".join(current)
     flat = " ".join(line.strip() for line in lines)
-    for sentence in re.split(r"(?<=[.;])\s+", flat):
-        if f"``{name}``" in sentence:
-            return sentence
-    return ""
+    sentences = [s for s in re.split(r"(?<=\.)\s+", flat) if f"``{name}``" in s]
+    starting = [s for s in sentences if s.startswith(f"``{name}``")]  # a sentence about it, not one naming it
+    return (starting or sentences or [""])[0]
 
 
 def _markdown_cell(text: str) -> str:
