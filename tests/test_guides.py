@@ -4,8 +4,9 @@ Each page is parsed with Sybil in a fresh folder: a fenced block with a title (`
 is a file the reader writes, and is written there; a ``python`` block without one is run, the page's blocks in
 order and in one namespace, with that folder as the working directory and first on ``sys.path`` (as
 ``python script.py`` run from it). Then every ``nasrl-*`` command of the page's ``bash`` blocks is checked with
-the page's files in place: those on ``env=synthetic`` run in this process with their small budgets, the others
-compose, their ``_target_`` classes imported, as ``nasrl-train --cfg job`` would.
+the page's files in place: those on ``env=synthetic`` run in this process with their small budgets, a
+``nasrl-benchmark`` on a table the page wrote runs in a real process, and the others compose, their ``_target_``
+classes imported, as ``nasrl-train --cfg job`` would.
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def _check_command(words: list[str], folder: Path, run: str) -> None:
                           env={"PYTHONPATH": str(folder)})  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert (folder / run / "history.csv").is_file()
+        return
+    table = next((a.split("=", 1)[1] for a in args if a.startswith("env.table=")), None)
+    if app == "nasrl-benchmark" and table is not None and (folder / table).is_file():  # a table the page wrote
+        # a real process: the benchmark's worker processes are spawned, which an in-process run cannot host
+        done = run_script(script, *args, f"hydra.run.dir={run}", cwd=folder, env={"PYTHONPATH": str(folder)},
+                          in_process=False, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (folder / run / "summary.md").is_file()
         return
     overrides = [a for a in args if a not in ("-m", "--cfg", "job")]
     register_configs()
