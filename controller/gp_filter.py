@@ -5,11 +5,11 @@ LSTM (plus the architectures one choice away from the ``neighbours`` best found 
 in flight, by a Gaussian process fitted to the rewards seen: the highest in one joint draw from its posterior
 (Thompson sampling, the default), or the highest posterior mean plus ``beta`` standard deviations (an upper
 confidence bound, ``acquisition=ucb``). Thompson sampling now and then tries a candidate the GP rates unlikely
-but possible, which frees more searches from a cell whose neighbours all score lower (README, "Traps: where
-the searches that miss the best cell end"); the upper bound exploits its early finds more. The LSTM then learns
-from the chosen architecture by REINFORCE exactly as from its own sample; ``candidates=1`` turns the filter off
-(the plain LSTM). Predictor-filtered sampling, with a neighbourhood of the best as extra candidates, is the route
-of BANANAS (White et al. 2021), on top of Zoph & Le's controller.
+but possible, which frees more searches from a cell whose neighbours all score lower (docs/results/nb201.md,
+"Traps: where the searches that miss the best cell end"); the upper bound exploits its early finds more. The LSTM
+then learns from the chosen architecture by REINFORCE exactly as from its own sample; ``candidates=1`` turns the
+filter off (the plain LSTM). Predictor-filtered sampling, with a neighbourhood of the best as extra candidates, is
+the route of BANANAS (White et al. 2021), on top of Zoph & Le's controller.
 
 The candidates are sampled inside the policy, without stepping the environment: the LSTM knows the steps an
 episode of each depth takes from the episodes it has played (the layouts behind its greedy decode), so a

@@ -153,7 +153,7 @@ class LSTMPolicy(Policy):
     The pending episodes are plain data, so a checkpoint taken between two episodes is exact.
 
     Args (``controller.*`` on the command line; these defaults are the command line's, tuned on
-    NAS-Bench-201, see the README):
+    NAS-Bench-201, see docs/results/nb201.md):
         hidden_size: LSTM units (ENAS: 64; Zoph & Le: 35).
         num_layers: stacked LSTM layers (ENAS: 1; Zoph & Le: 2).
         temperature: logits are divided by this before the tanh shaping.

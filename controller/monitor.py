@@ -1,6 +1,6 @@
 """What a person watches during a search: TensorBoard events under ``RUN/tb`` and a progress bar.
 
-The TensorBoard tags are a documented interface (README, "Monitoring in TensorBoard"); this is the one
+The TensorBoard tags are a documented interface (docs/guides/tensorboard.md); this is the one
 module that writes them. Two x axes: the ``0_overview/*``, ``1_policy/*`` and ``policy_position/*`` scalars count
 distinct architectures (what ``search.budget`` and the benchmark's curves count); every other scalar counts episodes,
 reused architectures included. The run also writes a layout for TensorBoard's Custom Scalars tab

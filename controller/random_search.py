@@ -21,7 +21,7 @@ class RandomPolicy(Policy):
             ``d ** depth_power`` (0: uniform, the default). For random search with weight sharing: with uniform
             depths a layer that only deep children have is trained in a sixth of the steps and the shared
             weights under-rate depth. ``depth_power=2`` lifted their Kendall tau against stand-alone training
-            from 0.45 to 0.56 on MNIST-1D, three seeds (README, "How well shared weights rank architectures").
+            from 0.45 to 0.56 on MNIST-1D, three seeds (docs/results/weight-sharing.md).
     """
 
     def __init__(self, spec: TokenSpec, seed: int = 0, depth_power: float = 0.0) -> None:

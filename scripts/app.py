@@ -149,7 +149,7 @@ def retarget(overrides: list[str]) -> list[str]:
         if settings:
             raise _TargetError(
                 f"{item}: a sweep over classes takes no settings of theirs ({', '.join(settings)}); sweep over "
-                "YAML files of your own instead (hydra.searchpath, README 'Strategies, and your own')"
+                "YAML files of your own instead (hydra.searchpath, docs/guides/writing-a-policy.md)"
             )
     rewritten = [_added_key(item, parsed.get(item), schemas) for item in overrides if item not in swept]
     return rewritten[:first] + [entry for _, entry in sorted(entries)] + rewritten[first:]

@@ -31,7 +31,7 @@ class ChildTrainer(ThreadedEvaluator):
     ``num_threads`` (default 1): torch threads per child. One thread, because a child with more threads
     than the cores it can have to itself slows down 1.5 to 13 times (two children side by side, measured
     by ``experiments/bench_threads.py``; more on a loaded machine); ``search.workers`` uses the cores instead
-    (README, "Threads"). ``None``: the threads the runner gives each child (all cores with
+    (docs/guides/parallel-async-ray.md, "Threads"). ``None``: the threads the runner gives each child (all cores with
     ``search.workers=1``, cores / workers in worker processes, Ray's ``cpus_per_child``): 1.1 to 1.8x
     faster for a child alone on an idle machine.
 
@@ -45,7 +45,7 @@ class ChildTrainer(ThreadedEvaluator):
 
     A loss that turns NaN or infinite ends training with a failed result, never an exception.
 
-    Cheaper children (README, "Cheaper children"): ``train_fraction`` (0 < f <= 1, default 1) trains every
+    Cheaper children (docs/guides/cheaper-children.md): ``train_fraction`` (0 < f <= 1, default 1) trains every
     child on the same fixed, class-stratified fraction of the training split (drawn once from a fixed seed, not
     the child's; the validation split is untouched), so an epoch is that many fewer steps. ``stopping``: the
     early-stopping rule (:class:`nasrl.env.evaluators.stopping.MedianStoppingRule`; off unless ``enabled``); with it on,

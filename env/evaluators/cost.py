@@ -1,6 +1,6 @@
 """What a child network costs: its parameters, the FLOPs of one forward pass, its latency on this machine.
 
-Conventions (the README's "Accuracy against cost" states them too):
+Conventions (docs/guides/cost-aware-search.md states them too):
 
 - ``params``: the number of parameters (every element of every ``nn.Parameter``).
 - ``flops``: one forward pass of one example in eval mode, counted by ``torch.utils.flop_counter.FlopCounterMode``,

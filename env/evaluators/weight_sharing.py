@@ -207,7 +207,7 @@ class SharedWeightsTrainer(SharedWeights):
     Args:
         dataset: data set name or ``load_dataset`` keyword arguments (as for ``ChildTrainer``).
         epochs: alternations of the two phases (ENAS: 150 on CIFAR-10; 60 here keeps a search of MNIST-1D
-            within 3 minutes on 2 cores, README "Weight sharing").
+            within 3 minutes on 2 cores, docs/results/weight-sharing.md).
         shared_steps: mini-batches of the shared-weights phase per epoch, one sampled child each
             (null: one pass over the training split).
         controller_steps: children scored (and learnt from) per controller phase, each on one
@@ -220,7 +220,7 @@ class SharedWeightsTrainer(SharedWeights):
             gradient norm clipped); the cosine runs over ``epochs * shared_steps`` steps.
         share_kernels: a convolution's kernel sizes share the largest one's tensor (``env/spaces/supernet.py``): on
             by default, because it lifts the rank correlation with stand-alone training from about 0 to about
-            0.4 on MNIST-1D (README, "Weight sharing").
+            0.4 on MNIST-1D (docs/results/weight-sharing.md).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``env/evaluators/device.py``).
         num_threads: torch threads for the shared weights (null: all this process may use). One by default:
             a step on two threads is 10% faster on an idle 2-core machine and many times slower on a busy one
