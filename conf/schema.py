@@ -129,7 +129,7 @@ class SearchConfig:
     workers: int = 1  # children trained at once (the controller proposes a round of them)
     backend: str = "local"  # local: worker processes on this machine; ray: Ray tasks
     max_retries: int = 2  # a child whose worker process dies is retried this often, then recorded as failed
-    ray: RayConfig = field(default_factory=RayConfig)
+    ray: RayConfig = field(default_factory=RayConfig)  # the Ray cluster and each child's share of it (backend=ray)
     mode: str = "rounds"  # rounds: feedback per round of proposals; async: a new child whenever a worker is free
     completion_order: str | None = None  # async: replay a run's completions.txt (a run folder or the file)
 
@@ -142,15 +142,19 @@ class TrainConfig:
     env: Any = MISSING
     seed: int = 0  # seeds the controller, the environment's child seeds and every RNG
     resume: str | None = None  # a run folder to continue in place
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # the search loop: budget, caps, workers, mode
 
 
 @dataclass
 class BenchmarkSettings:
+    # the strategies searched and compared, names under the top-level strategies (conf/benchmark.yaml also has
+    # lstm_plain, the LSTM without self-imitation, which this list leaves out)
     strategies: list[str] = field(default_factory=lambda: ["lstm_gp", "lstm", "random", "evolution"])
     seeds: int = 100  # independent searches per strategy (first_seed .. first_seed + seeds - 1)
     first_seed: int = 0  # tune on other seeds (e.g. 1000) than the ones you report
     budget: int = 200  # distinct evaluations per search
+    # numbers of distinct evaluations at which the summary reports the best-reward architecture so far and the
+    # hypervolume (those above budget are dropped; none left: budget alone)
     report_at: list[int] = field(default_factory=lambda: [25, 50, 100, 200])
     max_episodes_factor: int = 20  # a search stops after max_episodes_factor * budget episodes
     workers: int = 2  # processes
@@ -164,6 +168,8 @@ class BenchmarkSettings:
     # simulated (SimulatedDurations: flops or mnist1d); 1 with mode=rounds: one after another, no clock
     simulated_workers: int = 1
     mode: str = "rounds"  # search.mode of each search: rounds or async
+    # the children's simulated training times, with simulated_workers > 1 or mode=async: flops (a cost model of
+    # the cell's FLOPs) or mnist1d (child training times measured on MNIST-1D, drawn); see SimulatedDurations
     durations: str = "flops"
 
 
@@ -172,7 +178,10 @@ class BenchmarkConfig:
     """``conf/benchmark.yaml``: ``nasrl-benchmark`` / ``scripts/benchmark.py``."""
 
     env: Any = MISSING
+    # NAME: a controller config per strategy (conf/benchmark.yaml: lstm, lstm_gp, random, evolution, lstm_plain);
+    # set their knobs there (strategies.lstm.lr=0.01) or add one (+strategies.mine._target_=my_pkg.MyPolicy)
     strategies: dict[str, Any] = field(default_factory=dict)
+    # the comparison: which strategies, how many seeds, the budget, what is reported (BenchmarkSettings)
     benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
 
 
@@ -183,16 +192,20 @@ class BenchmarkConfig:
 class Recipe:
     """How the final model is trained (``conf/retrain.yaml``, group ``retrain``)."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    lr: float = 0.01  # the peak learning rate of the one-cycle schedule
-    weight_decay: float = 0.05
+    epochs: int = 100  # passes over the training and validation splits together; tested after each
+    batch_size: int = 128  # examples per optimizer step
+    optimizer: str = "adamw"  # adam, adamw or sgd (Nesterov momentum 0.9)
+    lr: float = 0.01  # the learning rate: the peak of the one-cycle schedule (cosine: its start; constant: its value)
+    weight_decay: float = 0.05  # the optimizer's (decoupled for adamw; an L2 term in the gradient for adam, sgd)
+    # the learning rate over all epochs' steps: onecycle (torch's OneCycleLR: up from lr / 25 over the first 30%,
+    # then down to lr / 25 / 1e4), cosine (from lr down to 0) or constant, as env.evaluator.schedule
     schedule: str = "onecycle"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # of the cross-entropy's targets, in [0, 1); 0: none
     num_threads: int | None = None  # torch threads; null: torch's default
     device: str = "auto"  # auto: the first GPU if torch sees one, else the CPU; cpu, cuda, cuda:N
-    amp: bool = False  # mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU
+    # mixed precision on CUDA: bfloat16 autocast, or float16 with loss scaling on GPUs without bfloat16; ignored
+    # on the CPU
+    amp: bool = False
 
     def __post_init__(self) -> None:
         require_positive({"epochs": self.epochs, "batch_size": self.batch_size}, "retrain.")
@@ -222,17 +235,19 @@ class LMRecipe:
     ``params``: the parameter count every cell is sized to (the hidden size is searched for it), so
     cells compare at equal parameters; null uses ``hidden_size`` as it is."""
 
-    epochs: int = 4
+    epochs: int = 4  # passes over the training and validation tokens together; tested after each
+    # the parameter count every cell is sized to (its hidden size is searched for it), so cells compare at equal
+    # parameters; at least 1000; null: hidden_size as it is
     params: int | None = 500000
-    hidden_size: int = 128
-    num_layers: int = 1
-    batch_size: int = 32
-    bptt: int = 35
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    dropout: float = 0.2
-    grad_clip: float = 0.25
-    num_threads: int | None = None
+    hidden_size: int = 128  # units of each cell and size of the token embedding; used only with params=null
+    num_layers: int = 1  # recurrent cells stacked, each the found cell
+    batch_size: int = 32  # parallel token streams
+    bptt: int = 35  # tokens per window of truncated backpropagation through time (and per test window)
+    optimizer: str = "adam"  # adam or sgd (plain SGD, without momentum)
+    lr: float = 2e-3  # the initial learning rate, annealed to 0 by a cosine over all epochs' steps
+    dropout: float = 0.2  # on the embedding and on the last cell's outputs, in [0, 1)
+    grad_clip: float = 0.25  # the gradient norm is clipped to this at every step (positive)
+    num_threads: int | None = None  # torch threads; null: torch's default
     device: str = "auto"  # as Recipe.device; no amp for language models (see LanguageModelTrainer)
 
     def __post_init__(self) -> None:
@@ -362,8 +377,8 @@ def _retrain_config(recipe: type, lm_recipe: type) -> type:
             # dataset_schema() or corpus_schema() when it is used (OmegaConf cannot merge a command-line
             # mapping into an Optional typed field that is null)
             ("dataset", Any, field(default=None)),
-            ("seed", int, field(default=0)),
-            ("retrain", recipe, field(default_factory=recipe)),
+            ("seed", int, field(default=0)),  # seeds the weights' initialisation, the data order and every RNG
+            ("retrain", recipe, field(default_factory=recipe)),  # for classifiers (every network but a recurrent cell)
             ("lm", lm_recipe, field(default_factory=lm_recipe)),  # for recurrent cells (language models)
         ],
     )

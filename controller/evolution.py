@@ -25,6 +25,19 @@ from nasrl.controller.policy import Policy, TokenSpec, valid_actions
 
 
 class EvolutionPolicy(Policy):
+    """Regularized ("aging") evolution: tournaments on a population of recent children (the module's docstring
+    has the algorithm).
+
+    Args:
+        population_size: P, the children kept: the first P episodes are random, and after that each new child
+            joins and the oldest member leaves, whatever its reward (aging). At least 1.
+        sample_size: S, the members drawn (without replacement) for each tournament; the one with the highest
+            reward is the parent. From 1 to ``population_size``.
+        batch_size: B, children proposed per round once the population is full, each from its own tournament
+            on the population as it stood at the start of the round, so ``search.workers`` can train them
+            together; 1 is the sequential algorithm. From 1 to ``population_size``.
+    """
+
     def __init__(
         self, spec: TokenSpec, seed: int = 0, population_size: int = 10, sample_size: int = 3, batch_size: int = 1
     ) -> None:

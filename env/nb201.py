@@ -29,7 +29,16 @@ from nasrl.env.spaces.space import Architecture
 class NASBench201Env(ChildNetEnv):
     """``ChildNetEnv`` over the NAS-Bench-201 cell, with the table lookup as its evaluator; ``objective`` weighs
     the accuracy against the cell's parameters, FLOPs or latency (:class:`~nasrl.env.rewards.CostObjective`).
-    ``table`` null reads the data root's table (:class:`NB201Table`)."""
+    ``table`` null reads the data root's table (:class:`NB201Table`).
+
+    Args:
+        reward_column: the table's column that scores a cell: its value / 100 is the cell's validation
+            accuracy, which the reward is made from (``valid_acc_12ep``: validation accuracy after 12 epochs).
+        reported_columns: columns reported beside it, in percent: in ``EvalResult.metrics`` and the last step's
+            ``info`` (``history.csv``), and in ``nasrl-benchmark``'s summary, whose hypervolume uses the first.
+        expected_rows: how many rows the table must have (every NAS-Bench-201 cell once), so that a truncated
+            file is refused; null accepts any number (a partial table).
+    """
 
     def __init__(
         self,

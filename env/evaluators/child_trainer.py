@@ -52,6 +52,19 @@ class ChildTrainer(ThreadedEvaluator):
     each child measures its validation accuracy after every epoch (``EvalResult.curve``) and a stopped child's
     result is marked (``metrics["stopped"] = 1``, ``metrics["stopped_epoch"]``). At their defaults neither
     changes the cache key, so caches written before they existed still hit.
+
+    Args:
+        dataset: the data set: a name (``mnist1d``), :func:`~nasrl.env.evaluators.data.load_dataset`'s keyword
+            arguments (the ``dataset.*`` settings) or a loaded :class:`~nasrl.env.evaluators.data.Dataset`.
+        batch_size: training examples per optimizer step (the last mini-batch of an epoch may be smaller).
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (SGD with Nesterov momentum 0.9).
+        lr: the learning rate: where ``cosine`` starts, the peak of ``onecycle``, the value of ``constant``.
+        weight_decay: the optimizer's weight decay (decoupled for ``adamw``; for ``adam`` and ``sgd`` an L2 term
+            added to the gradient); 0: none.
+        schedule: the learning rate over the budget's optimizer steps: ``cosine`` (from ``lr`` down to 0),
+            ``onecycle`` (torch's ``OneCycleLR`` at its defaults: up from ``lr / 25`` to ``lr`` over the first 30%
+            of the steps, then down to ``lr / 25 / 1e4``, cycling the momentum between 0.95 and 0.85) or
+            ``constant``.
     """
 
     def __init__(

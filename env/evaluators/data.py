@@ -71,6 +71,8 @@ def load_dataset(
 ) -> Dataset:
     """Load ``name`` (one of :data:`DATASETS`) and carve ``val_fraction`` of its training data for validation.
 
+    ``split_seed`` seeds the shuffle that picks the validation examples (``round(val_fraction * n)`` of the
+    ``n`` training examples, at least one; not stratified by class), so one seed gives one split.
     ``root`` is where image sets are read from and where MNIST-1D is cached (default ``$NASRL_DATA``
     or ``~/.cache/nasrl``). ``train_limit`` keeps only that many training examples (after the carve).
     ``test_examples`` (MNIST-1D only) replaces its 1000 test examples with that many fresh ones, drawn by

@@ -158,6 +158,20 @@ class LanguageModelTrainer(ThreadedEvaluator):
     :class:`~nasrl.env.evaluators.child_trainer.ChildTrainer` (the corpus is copied to the device once per process). No
     mixed precision: the searched cell (``env/spaces/rnn.py``) mixes a float32 state with the half-precision
     outputs of autocast in ``torch.lerp``, which refuses them. A loss that turns non-finite is a failed result.
+
+    Args:
+        dataset: the corpus: :func:`~nasrl.env.evaluators.text.load_corpus`'s keyword arguments (the ``dataset.*``
+            settings), a path (the corpus's ``path``), a loaded :class:`~nasrl.env.evaluators.text.Corpus`, or
+            null: ``load_corpus``'s defaults (the data root's tiny-shakespeare, at word level).
+        hidden_size: units of each recurrent cell, and the size of the token embedding (tied to the softmax).
+        num_layers: recurrent cells stacked, each the searched cell.
+        dropout: dropout on the embedding and on the last cell's outputs, in [0, 1).
+        optimizer: ``adam`` or ``sgd`` (plain SGD, without momentum).
+        lr: the initial learning rate, annealed to 0 by a cosine over the ``max_steps`` steps.
+        grad_clip: the gradient norm is clipped to this at every step (positive).
+        score: what the reward is made from: ``inverse_square`` (``score_constant / perplexity**2``, Zoph & Le) or
+            ``inverse`` (``score_constant / perplexity``, ENAS).
+        score_constant: the constant c of the score (positive).
     """
 
     reward_is_accuracy = False  # the reward is made from the perplexity (EvalResult.score)

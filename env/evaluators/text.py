@@ -15,8 +15,8 @@ Three layouts are read, from a path the user gives (nothing is downloaded here; 
 
 Word level keeps the ``vocab_size - 1`` most frequent training words and maps the rest to ``<unk>``, as
 the 10k-word Penn Treebank does; every line ends with ``<eos>``. Character level keeps every character of
-the training split (up to ``vocab_size``), with newlines as ``<eos>``. The test split is only read by
-retraining (``scripts/retraining.py``), never by a search.
+the training split (the ``vocab_size - 1`` most frequent, if there are more), with newlines as ``<eos>``.
+The test split is only read by retraining (``scripts/retraining.py``), never by a search.
 """
 
 from __future__ import annotations
@@ -71,7 +71,17 @@ def load_corpus(
     """Read the corpus at ``path`` (a file, or a folder in the ``ptb`` / ``wikitext2`` layout; ``auto``
     tells them apart by the file names; null: the data root's ``text/tinyshakespeare.txt``) at ``level``
     (``word`` or ``char``). ``max_train_tokens`` keeps
-    only the start of the training split (a cheaper search)."""
+    only the start of the training split (a cheaper search).
+
+    Args:
+        layout: ``file``, ``ptb`` or ``wikitext2`` (the module's docstring describes each), or ``auto``: ``file``
+            for a file, and for a folder the layout whose training file (at ``level``) it holds.
+        vocab_size: the vocabulary's size, ``<unk>`` included (at least 2): the ``vocab_size - 1`` most frequent
+            training tokens (words, or characters; ties in alphabetical order) are kept, the others read as ``<unk>``.
+        val_fraction, test_fraction: the shares of a ``file`` corpus's characters that validate and test, each cut
+            at the next line boundary (each in (0, 1), their sum below 1); ``ptb`` and ``wikitext2`` come split and
+            ignore them.
+    """
     if level not in LEVELS:
         raise DataError(f"text level must be one of {list(LEVELS)}, got {level!r}")
     if layout not in LAYOUTS:

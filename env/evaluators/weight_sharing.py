@@ -214,10 +214,13 @@ class SharedWeightsTrainer(SharedWeights):
             validation mini-batch (ENAS: 50 updates x 20 children).
         derive_samples: children sampled from the final policy and scored on the whole validation split;
             the best is the search's result, to be retrained from scratch.
-        batch_size: training mini-batch; val_batch_size: the controller phase's validation mini-batch.
+        batch_size: training mini-batch.
+        val_batch_size: the controller phase's validation mini-batch: the examples each child is scored on.
         optimizer, lr, momentum, weight_decay, grad_clip: the shared weights' optimizer (ENAS: SGD with
             Nesterov momentum, lr 0.05 annealed by a cosine over the whole search, weight decay 1e-4,
-            gradient norm clipped); the cosine runs over ``epochs * shared_steps`` steps.
+            gradient norm clipped); the cosine runs over ``epochs * shared_steps`` steps. ``optimizer``: ``sgd``
+            (Nesterov momentum when ``momentum`` > 0) or ``adam`` (``momentum`` unused); ``grad_clip`` 0: no
+            clipping.
         share_kernels: a convolution's kernel sizes share the largest one's tensor (``env/spaces/supernet.py``): on
             by default, because it lifts the rank correlation with stand-alone training from about 0 to about
             0.4 on MNIST-1D (docs/results/weight-sharing.md).
@@ -341,6 +344,32 @@ class SharedLanguageModelTrainer(SharedWeights):
 
     The settings of the schedule and the optimizer are those of :class:`SharedWeightsTrainer`; the model's are
     those of :class:`~nasrl.env.evaluators.lm.LanguageModelTrainer` (its defaults: Adam 2e-3, gradient norm 0.25).
+
+    Args:
+        dataset: the corpus, as for ``LanguageModelTrainer``: ``load_corpus``'s keyword arguments (the
+            ``dataset.*`` settings), a path, a loaded ``Corpus``, or null (the data root's tiny-shakespeare, at
+            word level).
+        epochs: alternations of the shared-weights phase and the controller phase.
+        shared_steps: windows of ``bptt`` tokens per shared-weights phase, one sampled cell each (null: about
+            one pass over the training split, its tokens / (``batch_size`` * ``bptt``)).
+        controller_steps: cells scored (and learnt from) per controller phase, each on the next validation window.
+        derive_samples: cells sampled from the final policy and scored on the first ``val_tokens`` validation
+            tokens; the best is the search's result, to be retrained from scratch.
+        hidden_size: units of the shared cell and size of the token embedding (tied to the softmax); the
+            stand-alone child whose parameters are reported has the same.
+        dropout: dropout on the embedding and on the cell's outputs while the shared weights train (not when
+            cells are scored).
+        batch_size: parallel token streams of the shared-weights phase.
+        score_constant: the constant c of the reward (``c / perplexity**2``, or ``c / perplexity``).
+        optimizer: the shared weights' optimizer: ``adam`` or ``sgd`` (Nesterov momentum when ``momentum`` > 0).
+        lr: the initial learning rate, annealed to 0 by a cosine over ``epochs * shared_steps`` steps.
+        momentum: SGD's momentum (``optimizer=sgd`` only; 0: plain SGD).
+        weight_decay: the optimizer's weight decay (an L2 term added to the gradient); 0: none.
+        grad_clip: the gradient norm is clipped to this at every step; 0: no clipping.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``env/evaluators/device.py``): where the shared weights
+            and the corpus are.
+        num_threads: torch threads for the shared weights (null: all this process may use); one by default, as
+            for ``SharedWeightsTrainer``.
     """
 
     score_label = "validation score (score_constant / perplexity**2, or / perplexity)"
