@@ -32,7 +32,7 @@ from nasrl.env.runners import make_runner
 from nasrl.env.spaces.networks import build_network
 from nasrl.scripts.app import register_configs
 
-# The plain CNN of the README (4 conv layers of 64 filters, kernel 5, strides 1,2,1,2) in cnn1d tokens.
+# The plain CNN of docs/results/mnist1d.md (4 conv layers of 64 filters, kernel 5, strides 1,2,1,2) in cnn1d tokens.
 PLAIN_CNN = [3, 4, 1, 0, 0, 1, 4, 1, 1, 0, 0, 1, 4, 1, 0, 0, 0, 0, 1, 4, 1, 1, 0]
 
 

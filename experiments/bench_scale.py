@@ -1,6 +1,6 @@
 """Scale: architectures per hour and worker utilisation at 1 to 64 workers, in rounds and asynchronously.
 
-    python experiments/bench_scale.py                                  # the README's table (about 15 minutes)
+    python experiments/bench_scale.py              # docs/results/scale.md's table (about 15 minutes)
     python experiments/bench_scale.py --backends virtual --workers 1 4 16 64 256
     python experiments/bench_scale.py --backends process --workers 4 --strategies lstm --modes async
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's accuracy-against-cost example on MNIST-1D: for seed S (default 0), the accuracy-only search
+# The accuracy-against-cost result (docs/results/cost.md) on MNIST-1D: for seed S (default 0), the accuracy-only search
 # and three cost-aware searches (MnasNet's soft reward with a 10k-parameter target, the hard one with 15k and
 # with 25k), 40 architectures each and no time cap (conf/experiment/cost_NAME.yaml), then each best
 # architecture retrained with the full recipe.

@@ -1,5 +1,5 @@
-"""Print the README's accuracy-against-cost table from the folder ``experiments/cost_result.sh`` filled, and draw
-every search's front of validation accuracy against parameters on one figure.
+"""Print the accuracy-against-cost table of docs/results/cost.md from the folder ``experiments/cost_result.sh``
+filled, and draw every search's front of validation accuracy against parameters on one figure.
 
     python experiments/cost_table.py [OUT_FOLDER] [SEED] [FIGURE]     # defaults: outputs/cost_result 0 OUT/fronts.png
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device checks of a GPU machine (README, "Devices"), in about 3 to 4 minutes on one H200 with 16 cores:
+# The device checks of a GPU machine (docs/guides/gpus.md), in about 3 to 4 minutes on one H200 with 16 cores:
 #   bash experiments/gpu_check.sh             # CHILDREN=4 bash experiments/gpu_check.sh: a quicker benchmark
 # 1. the tests marked cuda in tests/test_device.py: a child, a mixed-precision child and a language-model child
 #    on the GPU, retraining there (the saved model loads on the CPU), one GPU per worker process, Ray

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's language-model result (Zoph & Le's Penn Treebank experiment on tiny-shakespeare): for seeds
+# The language-model result (docs/results/language-models.md) (Zoph & Le's Penn Treebank experiment on tiny-shakespeare): for seeds
 # 0-2, the default recurrent-cell search (env=lm, LSTM controller: conf/experiment/lm_result.yaml) and random
 # search with the same budget;
 # then each found cell and the standard LSTM, GRU and tanh RNN retrained at 500k parameters on words

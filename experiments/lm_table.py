@@ -1,4 +1,5 @@
-"""Print the README's language-model table from the folder that ``experiments/lm_result.sh`` filled."""
+"""Print the language-model table of docs/results/language-models.md from the folder that
+``experiments/lm_result.sh`` filled."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's MNIST-1D result: for seeds 0-2, the default search (LSTM) and random search with the same
+# The MNIST-1D result (docs/results/mnist1d.md): for seeds 0-2, the default search (LSTM) and random search with the same
 # budget (conf/experiment/mnist1d_result.yaml), each best architecture retrained with the full recipe, and a
 # plain 4-layer CNN with that recipe.
 # About 100 minutes on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.

@@ -1,4 +1,4 @@
-"""Print the README's MNIST-1D table from the folder that ``experiments/mnist1d_result.sh`` filled."""
+"""Print the MNIST-1D table of docs/results/mnist1d.md from the folder that ``experiments/mnist1d_result.sh`` filled."""
 
 from __future__ import annotations
 

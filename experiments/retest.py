@@ -6,10 +6,11 @@
 For each ``nasrl-retrain`` run folder (its ``model.pt`` and ``result.json``) of a classifier retrained on
 MNIST-1D: the saved model's accuracy on the standard test split (what ``nasrl-retrain`` reported; the script
 says if it differs) and on ``--test-examples`` fresh examples that MNIST-1D's generator draws with
-``--test-seed`` (``load_dataset(test_examples=..., test_seed=...)``, README "Retraining noise is of the size
-of the gap"). One example of the standard split is 0.1 point, and a model at 99.3% has a sampling standard
-error of 0.26 points there; on 50,000 fresh examples it is 0.04. With several runs (seeds of one search), a last
-line gives the mean and standard deviation between them. Nothing is trained, nothing is written.
+``--test-seed`` (``load_dataset(test_examples=..., test_seed=...)``; docs/results/weight-sharing.md, "Retraining
+noise on the 1,000 test examples is of the size of the gap"). One example of the standard split is 0.1 point, and
+a model at 99.3% has a sampling standard error of 0.26 points there; on 50,000 fresh examples it is 0.04. With
+several runs (seeds of one search), a last line gives the mean and standard deviation between them. Nothing is
+trained, nothing is written.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""Print the README's table of weight sharing against the per-child search on fresh MNIST-1D test examples.
+"""Print docs/results/weight-sharing.md's table of weight sharing against the per-child search on fresh MNIST-1D
+test examples.
 
     python experiments/ws_fresh_table.py [WS_FOLDER] [REF_FOLDER]   # outputs/ws_result outputs/mnist1d_ref
 
 Tests every retrained model of the rows below again with ``experiments/retest.py`` (50,000 fresh examples, test
 seed 0; about 10 minutes on 2 cores) and prints, per row, the fresh and standard test accuracies, then the
-figures the README draws from them: retraining noise, the per-child search against the LSTM with weight
+figures that page draws from them: retraining noise, the per-child search against the LSTM with weight
 sharing and the LSTM against random search (Welch's t-tests), and how much easier the standard 1000 examples
-are. WS_FOLDER is what ``experiments/ws_result.sh`` filled (with the README's extra retrainings); REF_FOLDER holds
-the per-child searches retrained as the README says ("The MNIST-1D result with weight sharing").
+are. WS_FOLDER is what ``experiments/ws_result.sh`` filled (with the page's extra retrainings); REF_FOLDER holds
+the per-child searches retrained as that page says.
 """
 
 from __future__ import annotations

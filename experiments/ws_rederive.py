@@ -16,8 +16,8 @@ accuracy instead. ``--score ARCH`` (repeatable; a run folder, its ``best.json`` 
 takes them) scores another architecture with the shared weights and says how many candidates score higher.
 
 Printed per run: the pick by shared-weights score and, with ``--standalone-top``, the shortlist and its pick,
-each with its tokens, so that ``nasrl-retrain "arch=[TOKENS]" seed=S`` retrains it (README, "The MNIST-1D
-result with weight sharing", where these were measured). Writes nothing into the run folders.
+each with its tokens, so that ``nasrl-retrain "arch=[TOKENS]" seed=S`` retrains it (docs/results/weight-sharing.md,
+where these were measured). Writes nothing into the run folders.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's weight-sharing result on MNIST-1D: for seeds 0-2, ENAS's search (env=mnist1d_ws) with the
+# The weight-sharing result (docs/results/weight-sharing.md) on MNIST-1D: for seeds 0-2, ENAS's search (env=mnist1d_ws) with the
 # LSTM at the command line's defaults, with settings for many noisy rewards (5 architectures per update,
 # no self-imitation) and with ENAS's controller settings (Adam lr 1e-3, tanh constant 1.5, entropy weight
 # 1e-4, baseline decay 0.99, 20 architectures per update), and random search with weight sharing

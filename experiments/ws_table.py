@@ -1,4 +1,5 @@
-"""Print the README's weight-sharing table from the folder that ``experiments/ws_result.sh`` filled.
+"""Print the weight-sharing table of docs/results/weight-sharing.md from the folder that
+``experiments/ws_result.sh`` filled.
 
 python experiments/ws_table.py [FOLDER] [SEED ...]      # seeds 0 1 2 unless given
 """

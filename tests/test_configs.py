@@ -83,7 +83,7 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
 
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-# The README's reproduction runs as the command-line overrides they replaced in experiments/*_result.sh
+# The results pages' reproduction runs as the command-line overrides they replaced in experiments/*_result.sh
 ENAS_CONTROLLER = [
     "controller.lr=0.001",
     "controller.tanh_constant=1.5",

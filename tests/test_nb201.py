@@ -184,7 +184,7 @@ def test_benchmark_refuses_a_missing_table_in_one_line(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_the_ranks_script_places_each_best_cell_among_the_table(table, monkeypatch, capsys) -> None:
-    """experiments/nb201_ranks.py (README, "A controller that needs fewer evaluations"): after 25 evaluations each
+    """experiments/nb201_ranks.py (docs/results/nb201.md): after 25 evaluations each
     seed's best-reward cell has a rank; in this table the optimum (all nor_conv_3x3, reward 82) is rank 0 and
     valid_acc_200ep = reward + 5, so the printed mean follows from the ranks' cells."""
     nb201_ranks = load_experiment("nb201_ranks.py")

@@ -8,7 +8,7 @@ from nasrl.controller.stats import mean_std, ranking_quality
 
 
 def test_mean_std_gives_the_spread_of_two_or_more_the_mean_of_one_and_a_dash_for_none() -> None:
-    assert mean_std([99.6, 99.3, 99.4]) == "99.43 ± 0.15"  # the README's MNIST-1D row
+    assert mean_std([99.6, 99.3, 99.4]) == "99.43 ± 0.15"  # docs/results/mnist1d.md's row
     assert mean_std([52.5, 50.1], 1) == "51.3 ± 1.7" and mean_std([2.4], 3) == "2.400" and mean_std([]) == "-"
 
 

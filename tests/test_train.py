@@ -19,7 +19,7 @@ from conftest import ROOT, run_script
 
 FAST_CHILD = ["env.evaluator.max_steps=10", "env.evaluator.batch_size=64", "search.progress=false"]
 
-# The documented TensorBoard interface (README, "TensorBoard tags").
+# The documented TensorBoard interface (docs/guides/tensorboard.md).
 SCALAR_TAGS = {
     "search/reward",
     "search/best_reward",
@@ -114,7 +114,7 @@ def test_a_run_stopped_after_two_updates_and_resumed_matches_an_uninterrupted_on
     assert len(trained) == len(set(trained)) == 8  # nothing trained twice
 
 
-# a new _target_ gets none of the settings of the node it replaces (README, "Which settings a new _target_ gets")
+# a new _target_ gets none of the settings of the node it replaces (docs/guides/configuration.md, "A class of your own")
 GATED = [
     "env=synthetic",
     "env.evaluator._target_=gated.GatedEvaluator",

@@ -331,9 +331,10 @@ def test_random_search_and_evolution_run_on_the_same_shared_weights(policy_class
 
 
 def test_depth_power_draws_deep_children_as_often_as_asked_and_zero_is_uniform() -> None:
-    """Random search with weight sharing trains deep layers more often with depth_power (README, "How well shared
-    weights rank architectures"): depth d is drawn with probability proportional to d ** depth_power, the other
-    decisions stay uniform, and depth_power=0 draws exactly what uniform random search drew."""
+    """Random search with weight sharing trains deep layers more often with depth_power (docs/results/weight-sharing.md,
+    "How well shared weights rank architectures"): depth d is drawn with probability proportional to
+    d ** depth_power, the other decisions stay uniform, and depth_power=0 draws exactly what uniform random search
+    drew."""
     env = ChildNetEnv(space="cnn1d", evaluator=TokenMatchEvaluator(()))
     spec = TokenSpec.from_env(env)
     env.reset(seed=0)
