@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nasrl.controller.pareto import candidates, pareto_front
-from nasrl.controller.runfolder import read_best, read_elapsed_minutes, read_history
+from nasrl.controller.runfolder import SearchError, read_best, read_elapsed_minutes, read_history
 
 SEARCHES = (
     ("accuracy", "accuracy alone (the default)"),
@@ -69,9 +69,12 @@ def plot(fronts: dict, figure: Path) -> None:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/cost_result")
-    main(
-        folder,
-        int(sys.argv[2]) if len(sys.argv) > 2 else 0,
-        Path(sys.argv[3]) if len(sys.argv) > 3 else folder / "fronts.png",
-    )
+    try:
+        folder = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/cost_result")
+        main(
+            folder,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+            Path(sys.argv[3]) if len(sys.argv) > 3 else folder / "fronts.png",
+        )
+    except SearchError as exc:  # e.g. a run folder of 0.1.0, whose checkpoint needs NASRL_TRUST_PICKLES=1
+        sys.exit(f"error: {exc}")

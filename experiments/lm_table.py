@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from nasrl.controller.runfolder import read_elapsed_minutes, read_history
+from nasrl.controller.runfolder import SearchError, read_elapsed_minutes, read_history
 from nasrl.controller.stats import mean_std
 
 CELLS = [
@@ -48,4 +48,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/lm_result"))
+    try:
+        main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/lm_result"))
+    except SearchError as exc:  # e.g. a run folder of 0.1.0, whose checkpoint needs NASRL_TRUST_PICKLES=1
+        sys.exit(f"error: {exc}")
