@@ -107,13 +107,19 @@ class Monitor:
         self._pictured_at = time.monotonic()
 
     def episode(
-        self, state: SearchState, row: dict[str, Any], best: dict[str, Any], metrics: dict[str, float], policy: Policy
+        self,
+        state: SearchState,
+        row: dict[str, Any],
+        best: dict[str, Any] | None,
+        metrics: dict[str, float],
+        policy: Policy,
     ) -> None:
-        """Log the episode that just ended (``row``; ``best`` is the best row so far) and the policy's update
-        metrics, if it updated."""
+        """Log the episode that just ended (``row``; ``best`` is the best row so far, None while every child was
+        over a constraint's limit: the best's tags start with the first child within it) and the policy's
+        update metrics, if it updated."""
         if self.bar is not None:
             self.bar.n = state.distinct
-            postfix = {"best": f"{best['reward']:.4f}", "episodes": state.episode}
+            postfix = {"best": f"{best['reward']:.4f}" if best else "-", "episodes": state.episode}
             if self.max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
                 postfix["time_cap_left"] = f"{max(0.0, self.max_minutes - state.elapsed / 60):.1f}min"
             self.bar.set_postfix(postfix)
@@ -121,7 +127,8 @@ class Monitor:
             return
         step, add = state.episode, self.writer.add_scalar
         add("search/reward", row["reward"], step)
-        add("search/best_reward", best["reward"], step)
+        if best is not None:
+            add("search/best_reward", best["reward"], step)
         self.log_val_accuracy = self.log_val_accuracy or _differs(row)
         if self.log_val_accuracy:
             add("search/val_accuracy", row["val_accuracy"], step)
@@ -148,9 +155,10 @@ class Monitor:
         distinct = state.distinct
         if not row["reused"]:  # a reused architecture adds no point against distinct architectures
             self._overview(CHART_REWARD, f"{OVERVIEW}/reward", row["reward"], distinct)
-            self._overview(CHART_REWARD, f"{OVERVIEW}/reward_best", best["reward"], distinct)
-            for name, value in reported(best).items():
-                self._overview(CHART_REPORTED.format(name=name), f"{OVERVIEW}/{name}_of_best", value, distinct)
+            if best is not None:
+                self._overview(CHART_REWARD, f"{OVERVIEW}/reward_best", best["reward"], distinct)
+                for name, value in reported(best).items():
+                    self._overview(CHART_REPORTED.format(name=name), f"{OVERVIEW}/{name}_of_best", value, distinct)
             if self._enters_top(row):
                 self.writer.add_text("search/top_architectures", top_table(self._top), step)
         if metrics:
