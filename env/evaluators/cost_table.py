@@ -56,9 +56,8 @@ class CostTable:
         key = self.key(arch)
         row = self.rows.get(key.strip()) if key is not None else None
         if row is None:
-            raise CostTableError(
-                f"architecture {arch.describe()} ({self.key_column}={key!r}) has no row in the cost table {self.path}"
-            )
+            which = f"{self.key_column}={key!r}" if key is not None else f"no {self.key_column} to look up"
+            raise CostTableError(f"architecture {arch.describe()} ({which}) has no row in the cost table {self.path}")
         return {c: row[c] for c in (self.columns if columns is None else columns)}
 
 
