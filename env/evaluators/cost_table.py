@@ -64,8 +64,8 @@ class CostTable:
 @functools.lru_cache(maxsize=4)  # a benchmark's searches in one process share one parsed table
 def _load(path: Path, key_column: str) -> tuple[tuple[str, ...], dict[str, dict[str, float]]]:
     if not path.is_file():
-        raise CostTableError(f"cost table {path} (env.costs) does not exist: give the path of a CSV with a "
-                             f"{key_column!r} column and one column per cost")  # fmt: skip
+        raise CostTableError(f"cost table {path} (env.costs) does not exist: give the path of a CSV with the key "
+                             f"column {key_column!r} and one column per cost")  # fmt: skip
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         header = list(reader.fieldnames or [])
