@@ -1,8 +1,9 @@
 """Accuracy against cost: the non-dominated architectures of a search, their hypervolume, and the run files.
 
 An architecture is on the front of a cost (``params``, ``flops``, ``latency_ms``, or a column of the environment's
-cost table that the objective names, such as NAS-Bench-201's ``fpga`` latency: :func:`cost_names`) when no other
-evaluated architecture has at least its validation accuracy at no more of that cost, and is better in one of the two.
+cost table that the objective weighs, such as NAS-Bench-201's ``fpga`` latency: ``TokenEnv.recorded_costs``) when
+no other evaluated architecture has at least its validation accuracy at no more of that cost, and is better in one
+of the two.
 Only the first evaluation of each architecture counts (``history.csv``'s reused rows repeat it), and only
 children whose accuracy is a full result: failed children, children over a constraint's limit (never
 trained) and children stopped early (a partial score, ``stopped`` 1) are left out.
@@ -30,12 +31,6 @@ AXIS_LABELS = {
     "latency_ms": "latency (ms, median of timed forward passes)",
 }
 CSV_COLUMNS = ["index", "architecture", "tokens", "val_accuracy", *COSTS, "fronts"]  # with the counted costs only
-
-
-def cost_names(metric: str | None) -> tuple[str, ...]:
-    """The costs a search records: the counted ones, and the objective's ``metric`` when it is another (a column
-    of the cost table, recorded under its name)."""
-    return COSTS if metric is None or metric in COSTS else (*COSTS, metric)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -111,8 +106,9 @@ def write_pareto(
     run_dir: str | Path, history: Iterable[dict[str, Any]], costs: Sequence[str] = COSTS
 ) -> dict[str, list[int]]:
     """Write ``run_dir/pareto.csv`` and, when a cost was recorded, ``run_dir/pareto.png``; return the fronts
-    (cost name -> the ``index`` of each architecture on it). ``costs``: those to look for (:func:`cost_names`;
-    each beyond the counted ones adds a column after theirs). Each file is written whole or not at all."""
+    (cost name -> the ``index`` of each architecture on it). ``costs``: those to look for (the environment's
+    ``recorded_costs``; each beyond the counted ones adds a column after theirs). Each file is written whole or not
+    at all."""
     run_dir = Path(run_dir)
     rows = candidates(history, costs)
     by_cost = fronts(rows, costs)

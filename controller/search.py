@@ -32,7 +32,7 @@ import gymnasium as gym
 
 from nasrl.controller.episodes import Search, play_episode
 from nasrl.controller.monitor import Monitor, logs_val_accuracy
-from nasrl.controller.pareto import cost_names, write_pareto
+from nasrl.controller.pareto import write_pareto
 from nasrl.controller.policy import Policy
 from nasrl.controller.runfolder import RunFolder, SearchError, SearchState, evaluator_to_keep, read_completions
 from nasrl.controller.weight_sharing import search_with_shared_weights
@@ -124,7 +124,7 @@ def run_search(
         finally:
             monitor.close(state)
             if folder is not None and not shares_weights:  # shared-weights scores are no front of trained children
-                _write_pareto(folder.path, state, cost_names(_objective_metric(base)))
+                _write_pareto(folder.path, state, base.recorded_costs)
     return state
 
 
@@ -242,11 +242,6 @@ def _search_async(
         search.save()
     search.save()  # results known at once since the last child finished
     env.take_deferred(stop=True)
-
-
-def _objective_metric(env: TokenEnv) -> str | None:
-    """The cost the environment's objective weighs (``ChildNetEnv.objective``), None for one without."""
-    return getattr(getattr(env, "objective", None), "metric", None)
 
 
 def _write_pareto(run_dir: Path, state: SearchState, costs: tuple[str, ...]) -> None:

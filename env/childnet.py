@@ -48,7 +48,7 @@ from gymnasium import spaces
 from nasrl.env.evaluators.base import EvalResult, Evaluator, require_evaluator
 from nasrl.env.evaluators.cache import EvaluationCache, cache_key
 from nasrl.env.evaluators.child_trainer import ChildTrainer
-from nasrl.env.evaluators.cost import CostMeter, LatencySettings, can_measure
+from nasrl.env.evaluators.cost import COST_NAMES, CostMeter, LatencySettings, can_measure
 from nasrl.env.evaluators.cost_table import CostTable
 from nasrl.env.rewards import REWARD_TRANSFORMS, CostObjective, get_reward_transform
 from nasrl.env.runners.local import InProcessRunner, Job, safe_evaluate
@@ -67,6 +67,11 @@ class TokenEnv(Protocol):
     @property
     def reward_is_accuracy(self) -> bool:
         """Whether every reward is the validation accuracy itself (TensorBoard then draws it once)."""
+        ...
+
+    @property
+    def recorded_costs(self) -> tuple[str, ...]:
+        """The costs a child's info may hold, by name: the fronts of ``pareto.csv`` and ``pareto.png``."""
         ...
 
     def defer_training(self) -> None:
@@ -207,6 +212,12 @@ class ChildNetEnv(gym.Env):
         ``search/reward``."""
         identity = self.reward_transform is REWARD_TRANSFORMS["identity"] and not self.objective.active
         return identity and self.evaluator.reward_is_accuracy
+
+    @property
+    def recorded_costs(self) -> tuple[str, ...]:
+        """``params``, ``flops`` and ``latency_ms`` (those the evaluator's children have), and the cost table's
+        column that the objective weighs (the only one of the table recorded)."""
+        return COST_NAMES if self.table_metric is None else (*COST_NAMES, self.table_metric)
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
