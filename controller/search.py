@@ -96,7 +96,7 @@ def run_search(
     state = folder.start(policy, resume, evaluator_to_keep(base.evaluator)) if folder is not None else SearchState()
     # weight sharing counts epochs, not architectures: its own progress bar
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress and not shares_weights,
-                      hparams, logs_val_accuracy(base))  # fmt: skip
+                      hparams, logs_val_accuracy(base), base.recorded_costs)  # fmt: skip
     if runner is None:
         runner = InProcessRunner(base.evaluator)
     if completion_order is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_script
 from nasrl.controller.pareto import candidates, fronts, hypervolume
@@ -174,6 +175,11 @@ def test_a_constrained_search_never_reports_an_architecture_over_the_limit(table
     for i in on:  # nothing evaluated is as good for less, or better for as much
         a, c = points[i]
         assert not any(x >= a and y <= c and (x, y) != (a, c) for x, y in points)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "child/fpga" in tags and not any("fpga_of_best" in tag for tag in tags)  # a cost, as flops is
+    assert max(e.value for e in events.Scalars("search/best_reward")) == pytest.approx(best["reward"])
     reference = (0.0, 10.0)
     volume = hypervolume(points, reference)
     assert volume > 0 and hypervolume([points[i] for i in on], reference) == pytest.approx(volume)
