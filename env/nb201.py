@@ -13,8 +13,8 @@ the numbers of each operation (:func:`cell_costs`). They equal NAS-Bench-201's p
 classifier, which also counts the classifier's 10 bias additions) as ``flops / 2 + 10``.
 
 Costs measured elsewhere come from a cost table (``costs``: a CSV joined on ``costs_key``, by default ``index``, the
-column both NAS-Bench-201 tables share): with ``$NASRL_DATA/nb201/latency_ms.csv``, ``objective.metric=fpga`` weighs
-or limits each cell's latency on the FPGA that HW-NAS-Bench measured
+column both NAS-Bench-201 tables share): with the shared data's ``nb201/latency_ms.csv``, ``objective.metric=fpga``
+weighs or limits each cell's latency on the FPGA that HW-NAS-Bench measured
 (:class:`~nasrl.env.evaluators.cost_table.CostTable`).
 """
 
