@@ -334,12 +334,12 @@ def register_configs() -> None:
         """ChildNetEnv's schema with ``evaluator`` typed Any, holding the default target's typed node: its settings
         are checked against that class until a new ``_target_`` replaces the node (see ``store_target``)."""
         types_ = {**env_common, "evaluator": (Any, evaluator)}
-        return schema_of(ChildNetEnv, exclude=("dataset", "training"), types_=types_)
+        return schema_of(ChildNetEnv, exclude=("dataset", "training", "cost_table"), types_=types_)
 
     store.store(group="env", name="base_childnet", node=childnet(trainer))
     store.store(group="env", name="base_synthetic", node=childnet(schema_of(TokenMatchEvaluator)))
     store.store(group="env", name="base_custom", node=childnet(_Slot))
-    nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str | None})
+    nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str | None, "costs": str | None})
     store.store(group="env", name="base_nb201", node=nb201)
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
     store.store(group="env", name="base_lm", node=childnet(lm_trainer))

@@ -54,8 +54,7 @@ class Search:
         row = state.add(reward, info, proposal=proposal, staleness=self.version() - version)
         self.tick()
         metrics = self.policy.end_episode(reward, info)
-        best = state.best
-        assert best is not None
+        best = state.best  # None while every child was over a constraint's limit
         if self.folder is not None:
             self.folder.record(row, best if self.record_best else None)
         self.monitor.episode(state, row, best, metrics, self.policy)

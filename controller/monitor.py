@@ -17,6 +17,7 @@ import json
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ class Monitor:
         progress: bool = False,
         hparams: dict[str, Any] | None = None,
         log_val_accuracy: bool = True,
+        costs: Sequence[str] = COSTS,
     ) -> None:
         self.max_minutes = max_minutes
+        self.costs = tuple(costs)  # the environment's recorded costs: child/*, never among the reported numbers
         # once logged, logged for every episode: a tag with gaps draws a misleading curve. An environment that
         # cannot tell (a user's evaluator with its own score) logs it from the first trained child whose reward differs
         self.log_val_accuracy = log_val_accuracy or any(_differs(r) for r in state.history)
@@ -107,13 +110,19 @@ class Monitor:
         self._pictured_at = time.monotonic()
 
     def episode(
-        self, state: SearchState, row: dict[str, Any], best: dict[str, Any], metrics: dict[str, float], policy: Policy
+        self,
+        state: SearchState,
+        row: dict[str, Any],
+        best: dict[str, Any] | None,
+        metrics: dict[str, float],
+        policy: Policy,
     ) -> None:
-        """Log the episode that just ended (``row``; ``best`` is the best row so far) and the policy's update
-        metrics, if it updated."""
+        """Log the episode that just ended (``row``; ``best`` is the best row so far, None while every child was
+        over a constraint's limit: the best's tags start with the first child within it) and the policy's
+        update metrics, if it updated."""
         if self.bar is not None:
             self.bar.n = state.distinct
-            postfix = {"best": f"{best['reward']:.4f}", "episodes": state.episode}
+            postfix = {"best": f"{best['reward']:.4f}" if best else "-", "episodes": state.episode}
             if self.max_minutes is not None:  # the bar's own estimate knows nothing of the time cap
                 postfix["time_cap_left"] = f"{max(0.0, self.max_minutes - state.elapsed / 60):.1f}min"
             self.bar.set_postfix(postfix)
@@ -121,7 +130,8 @@ class Monitor:
             return
         step, add = state.episode, self.writer.add_scalar
         add("search/reward", row["reward"], step)
-        add("search/best_reward", best["reward"], step)
+        if best is not None:
+            add("search/best_reward", best["reward"], step)
         self.log_val_accuracy = self.log_val_accuracy or _differs(row)
         if self.log_val_accuracy:
             add("search/val_accuracy", row["val_accuracy"], step)
@@ -137,7 +147,7 @@ class Monitor:
             if name not in _NOT_LOGGED:
                 add(f"child/{name}", value, step)
         if best is row:
-            self.writer.add_text("search/best_architecture", best_text(row), step)
+            self.writer.add_text("search/best_architecture", best_text(row, self.costs), step)
         for name, value in metrics.items():
             add(f"controller/{name}", value, step)
         if metrics:
@@ -148,11 +158,12 @@ class Monitor:
         distinct = state.distinct
         if not row["reused"]:  # a reused architecture adds no point against distinct architectures
             self._overview(CHART_REWARD, f"{OVERVIEW}/reward", row["reward"], distinct)
-            self._overview(CHART_REWARD, f"{OVERVIEW}/reward_best", best["reward"], distinct)
-            for name, value in reported(best).items():
-                self._overview(CHART_REPORTED.format(name=name), f"{OVERVIEW}/{name}_of_best", value, distinct)
+            if best is not None:
+                self._overview(CHART_REWARD, f"{OVERVIEW}/reward_best", best["reward"], distinct)
+                for name, value in reported(best, self.costs).items():
+                    self._overview(CHART_REPORTED.format(name=name), f"{OVERVIEW}/{name}_of_best", value, distinct)
             if self._enters_top(row):
-                self.writer.add_text("search/top_architectures", top_table(self._top), step)
+                self.writer.add_text("search/top_architectures", top_table(self._top, self.costs), step)
         if metrics:
             self._policy(metrics, policy, distinct)
         if step % HISTOGRAM_EVERY == 0:
@@ -262,7 +273,7 @@ class Monitor:
         if best is not None and self.hparams is not None:
             values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
             metrics = {"hparam/best_reward": best["reward"], "hparam/best_val_accuracy": best["val_accuracy"]}
-            metrics |= {f"hparam/best_{name}": value for name, value in reported(best).items()}
+            metrics |= {f"hparam/best_{name}": value for name, value in reported(best, self.costs).items()}
             metrics["hparam/distinct_architectures"] = state.distinct
             self._write_hparams(values, metrics, state.episode)
         self.writer.close()
@@ -298,10 +309,11 @@ def env_hparams(env: gym.Env) -> dict[str, str]:
     return names
 
 
-def reported(row: dict[str, Any]) -> dict[str, float]:
+def reported(row: dict[str, Any], costs: Sequence[str] = COSTS) -> dict[str, float]:
     """The numbers the evaluator reported for a row's architecture (NAS-Bench-201's ``valid_acc_200ep`` and
-    ``test_acc_200ep``, a language model's ``val_perplexity``), without settings and costs."""
-    return {k: v for k, v in json.loads(row["metrics"]).items() if k not in _NOT_REPORTED}
+    ``test_acc_200ep``, a language model's ``val_perplexity``), without settings and ``costs`` (the counted ones,
+    and a cost table's column: ``TokenEnv.recorded_costs``)."""
+    return {k: v for k, v in json.loads(row["metrics"]).items() if k not in _NOT_REPORTED and k not in costs}
 
 
 def position_prefix(label: str) -> str:
@@ -331,24 +343,24 @@ def _code_block(lines: list[str]) -> str:
     return "```\n" + "\n".join(lines) + "\n```"
 
 
-def best_text(row: dict[str, Any]) -> str:
+def best_text(row: dict[str, Any], costs: Sequence[str] = COSTS) -> str:
     """``search/best_architecture``: the best's numbers and its architecture, one layer per line, as code."""
     numbers = [f"reward {row['reward']:.4f}", f"val_accuracy {row['val_accuracy']:.4f}"]
     if row["params"]:
         numbers.append(f"{row['params']:,} parameters")
-    numbers += [f"{name} {value:g}" for name, value in reported(row).items()]
+    numbers += [f"{name} {value:g}" for name, value in reported(row, costs).items()]
     found = f"found at episode {row['episode']} (history.csv's numbering)"
     return _code_block(["   ".join(numbers), found, "", *_arch_lines(row["architecture"])])
 
 
-def top_table(rows: list[dict[str, Any]]) -> str:
+def top_table(rows: list[dict[str, Any]], costs: Sequence[str] = COSTS) -> str:
     """``search/top_architectures``: a Markdown table of ``rows``, each architecture a code span."""
-    names = list(dict.fromkeys(name for r in rows for name in reported(r)))
+    names = list(dict.fromkeys(name for r in rows for name in reported(r, costs)))
     params = any(r["params"] for r in rows)
     header = ["rank", "reward", "val_accuracy", *(["params"] if params else []), *names, "episode", "architecture"]
     lines = ["| " + " | ".join(header) + " |", "|" + " ---: |" * (len(header) - 1) + " --- |"]
     for rank, r in enumerate(rows, start=1):
-        metrics = reported(r)
+        metrics = reported(r, costs)
         cells = [str(rank), f"{r['reward']:.4f}", f"{r['val_accuracy']:.4f}"]
         cells += [f"{r['params']:,}"] if params else []
         cells += [f"{metrics[n]:g}" if n in metrics else "" for n in names]

@@ -1,7 +1,9 @@
 """Accuracy against cost: the non-dominated architectures of a search, their hypervolume, and the run files.
 
-An architecture is on the front of a cost (``params``, ``flops`` or ``latency_ms``) when no other evaluated
-architecture has at least its validation accuracy at no more of that cost, and is better in one of the two.
+An architecture is on the front of a cost (``params``, ``flops``, ``latency_ms``, or a column of the environment's
+cost table that the objective weighs, such as NAS-Bench-201's ``fpga`` latency: ``TokenEnv.recorded_costs``) when
+no other evaluated architecture has at least its validation accuracy at no more of that cost, and is better in one
+of the two.
 Only the first evaluation of each architecture counts (``history.csv``'s reused rows repeat it), and only
 children whose accuracy is a full result: failed children, children over a constraint's limit (never
 trained) and children stopped early (a partial score, ``stopped`` 1) are left out.
@@ -28,7 +30,7 @@ AXIS_LABELS = {
     "flops": "FLOPs of one forward pass of one example (2 per multiply-add)",
     "latency_ms": "latency (ms, median of timed forward passes)",
 }
-CSV_COLUMNS = ["index", "architecture", "tokens", "val_accuracy", *COSTS, "fronts"]
+CSV_COLUMNS = ["index", "architecture", "tokens", "val_accuracy", *COSTS, "fronts"]  # with the counted costs only
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -61,10 +63,10 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
     return area
 
 
-def candidates(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def candidates(history: Iterable[dict[str, Any]], costs: Sequence[str] = COSTS) -> list[dict[str, Any]]:
     """The rows that count (see the module's docstring), each as ``index``, ``architecture``, ``tokens``,
-    ``val_accuracy`` and the recorded costs (positive numbers only). Takes the loop's rows or ``history.csv``'s
-    (strings)."""
+    ``val_accuracy`` and the recorded ``costs`` (positive numbers only). Takes the loop's rows or
+    ``history.csv``'s (strings)."""
     out = []
     for row in history:
         metrics = row.get("metrics") or {}
@@ -80,7 +82,7 @@ def candidates(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "tokens": row.get("tokens", ""),
             "val_accuracy": float(row["val_accuracy"]),
         }
-        for name in COSTS:
+        for name in costs:
             value = row.get(name) if name == "params" else metrics.get(name)
             if value not in (None, "") and float(value) > 0:  # 0: not recorded (an evaluator without costs)
                 entry[name] = float(value)
@@ -88,11 +90,11 @@ def candidates(history: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def fronts(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
-    """For each cost that some of ``rows`` (from :func:`candidates`) record: the positions of the rows on
+def fronts(rows: Sequence[dict[str, Any]], costs: Sequence[str] = COSTS) -> dict[str, list[int]]:
+    """For each of ``costs`` that some of ``rows`` (from :func:`candidates`) record: the positions of the rows on
     its front, by increasing cost."""
     result = {}
-    for name in COSTS:
+    for name in costs:
         having = [i for i, r in enumerate(rows) if name in r]
         if having:
             front = pareto_front([(rows[i]["val_accuracy"], rows[i][name]) for i in having])
@@ -100,15 +102,20 @@ def fronts(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
     return result
 
 
-def write_pareto(run_dir: str | Path, history: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
+def write_pareto(
+    run_dir: str | Path, history: Iterable[dict[str, Any]], costs: Sequence[str] = COSTS
+) -> dict[str, list[int]]:
     """Write ``run_dir/pareto.csv`` and, when a cost was recorded, ``run_dir/pareto.png``; return the fronts
-    (cost name -> the ``index`` of each architecture on it). Each file is written whole or not at all."""
+    (cost name -> the ``index`` of each architecture on it). ``costs``: those to look for (the environment's
+    ``recorded_costs``; each beyond the counted ones adds a column after theirs). Each file is written whole or not
+    at all."""
     run_dir = Path(run_dir)
-    rows = candidates(history)
-    by_cost = fronts(rows)
+    rows = candidates(history, costs)
+    by_cost = fronts(rows, costs)
     on = sorted({i for front in by_cost.values() for i in front}, key=lambda i: rows[i]["index"])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    columns = [*CSV_COLUMNS[:-1], *(c for c in costs if c not in COSTS), "fronts"]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for i in on:
         r = rows[i]
@@ -116,7 +123,7 @@ def write_pareto(run_dir: str | Path, history: Iterable[dict[str, Any]]) -> dict
             {
                 **{k: r[k] for k in ("index", "architecture", "tokens")},
                 "val_accuracy": round(r["val_accuracy"], 6),
-                **{name: _number(r[name]) if name in r else "" for name in COSTS},
+                **{name: _number(r[name]) if name in r else "" for name in columns[4:-1]},
                 "fronts": " ".join(name for name, front in by_cost.items() if i in front),
             }
         )
@@ -147,9 +154,10 @@ def _plot(rows: Sequence[dict[str, Any]], by_cost: dict[str, list[int]]) -> byte
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 100k, 200k, 500k, 1M: readable, not crowded
         # counts as 20 k, 5 M; milliseconds as plain numbers (an engineering "500 m" ms would mislead)
-        ax.xaxis.set_major_formatter(EngFormatter() if name != "latency_ms" else FuncFormatter(lambda v, _: f"{v:g}"))
+        counted = name in ("params", "flops")  # a measurement (ms on a device) reads best as a plain number
+        ax.xaxis.set_major_formatter(EngFormatter() if counted else FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(AXIS_LABELS[name])
+        ax.set_xlabel(AXIS_LABELS.get(name, f"{name} (from the cost table)"))
         ax.set_ylabel("validation accuracy")
         ax.set_title(f"accuracy against {name}: {len(every)} architectures")
         ax.legend(loc="lower right", fontsize=8)

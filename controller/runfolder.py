@@ -99,6 +99,7 @@ class SearchState:
             row.setdefault("stopped", 0)  # a checkpoint written before the column existed
             row.setdefault("proposal", row["episode"])
             row.setdefault("staleness", 0)
+            row.setdefault("over_limit", int(bool(json.loads(row["metrics"] or "{}").get("over_limit", 0))))
             self._first.setdefault(row["tokens"], row)
 
     def saved(self) -> dict[str, Any]:
@@ -112,7 +113,10 @@ class SearchState:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        rows = [r for r in self.history if not r["failed"]] or self.history
+        """The row with the highest reward, preferring children that did not fail; never a child over a
+        constraint's limit (None while every child so far was), so that the reported architecture meets it."""
+        within = [r for r in self.history if not r["over_limit"]]
+        rows = [r for r in within if not r["failed"]] or within
         return max(rows, key=lambda r: r["reward"]) if rows else None
 
     def add(
@@ -142,6 +146,7 @@ class SearchState:
             "proposal": self.episode if proposal is None else proposal,
             "staleness": staleness,
             "arch": info.get("arch"),
+            "over_limit": int(bool(info.get("over_limit", 0))),  # also in metrics; here so best() need not parse it
         }
         self.history.append(row)
         self._first.setdefault(tokens, row)

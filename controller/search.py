@@ -96,7 +96,7 @@ def run_search(
     state = folder.start(policy, resume, evaluator_to_keep(base.evaluator)) if folder is not None else SearchState()
     # weight sharing counts epochs, not architectures: its own progress bar
     monitor = Monitor(folder.path if folder else None, state, budget, max_minutes, progress and not shares_weights,
-                      hparams, logs_val_accuracy(base))  # fmt: skip
+                      hparams, logs_val_accuracy(base), base.recorded_costs)  # fmt: skip
     if runner is None:
         runner = InProcessRunner(base.evaluator)
     if completion_order is not None:
@@ -124,7 +124,7 @@ def run_search(
         finally:
             monitor.close(state)
             if folder is not None and not shares_weights:  # shared-weights scores are no front of trained children
-                _write_pareto(folder.path, state)
+                _write_pareto(folder.path, state, base.recorded_costs)
     return state
 
 
@@ -146,7 +146,13 @@ def result_lines(state: SearchState, env: gym.Env, run_dir: str | Path | None = 
             *where,
         ]
     best = state.best
-    assert best is not None
+    if best is None:  # every child was over the limit: none to report, and no best.json
+        return [
+            f"no architecture met the limit: all {state.distinct} distinct architectures evaluated were over it "
+            f"({state.history[-1]['reason'] if state.history else 'none evaluated'})",
+            f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
+            *where,
+        ]
     perplexity = json.loads(best["metrics"]).get("val_perplexity")
     return [
         f"best architecture: {best['architecture']}",
@@ -238,11 +244,11 @@ def _search_async(
     env.take_deferred(stop=True)
 
 
-def _write_pareto(run_dir: Path, state: SearchState) -> None:
+def _write_pareto(run_dir: Path, state: SearchState, costs: tuple[str, ...]) -> None:
     """pareto.csv and pareto.png from the history so far. A failure here only warns: it must not hide the
     search's own outcome (an interrupt, an error) or make a finished search fail; history.csv is complete."""
     try:
-        write_pareto(run_dir, state.history)
+        write_pareto(run_dir, state.history, costs)
     except Exception as exc:
         warnings.warn(f"pareto.csv / pareto.png not written: {type(exc).__name__}: {exc}", stacklevel=2)
 

@@ -48,7 +48,8 @@ from gymnasium import spaces
 from nasrl.env.evaluators.base import EvalResult, Evaluator, require_evaluator
 from nasrl.env.evaluators.cache import EvaluationCache, cache_key
 from nasrl.env.evaluators.child_trainer import ChildTrainer
-from nasrl.env.evaluators.cost import CostMeter, LatencySettings, can_measure
+from nasrl.env.evaluators.cost import COST_NAMES, CostMeter, LatencySettings, can_measure
+from nasrl.env.evaluators.cost_table import CostTable
 from nasrl.env.rewards import REWARD_TRANSFORMS, CostObjective, get_reward_transform
 from nasrl.env.runners.local import InProcessRunner, Job, safe_evaluate
 from nasrl.env.spaces.space import Architecture, Decision, DecisionType, SearchSpace, load_space
@@ -66,6 +67,11 @@ class TokenEnv(Protocol):
     @property
     def reward_is_accuracy(self) -> bool:
         """Whether every reward is the validation accuracy itself (TensorBoard then draws it once)."""
+        ...
+
+    @property
+    def recorded_costs(self) -> tuple[str, ...]:
+        """The costs a child's info may hold, by name: the fronts of ``pareto.csv`` and ``pareto.png``."""
         ...
 
     def defer_training(self) -> None:
@@ -127,6 +133,12 @@ class ChildNetEnv(gym.Env):
             nor queued, gets ``failure_reward``, and ``info`` says why (``reason``, ``over_limit`` 1). It is
             not a failed child (``failed`` False), so a controller that proposes many cannot stop the search
             through ``search.max_consecutive_failures``; it does count toward ``search.budget``.
+        cost_table: measured costs joined to the architectures (:class:`~nasrl.env.evaluators.cost_table.CostTable`,
+            whose key function maps an architecture to its row): ``objective.metric`` may then name any of its
+            columns, and that column's value is each child's cost, recorded under the column's name in ``info``
+            (``history.csv``'s ``metrics``) beside ``params`` and ``flops``. Only the objective's column is
+            recorded: the others stay in the table, one lookup away by the same key. The tabular environments
+            build it from their settings (``NASBench201Env``'s ``costs``, ``costs_key``).
     """
 
     metadata = {"render_modes": []}
@@ -141,6 +153,7 @@ class ChildNetEnv(gym.Env):
         failure_reward: float = 0.0,
         cache: str | Path | EvaluationCache | None = None,
         objective: CostObjective | None = None,
+        cost_table: CostTable | None = None,
     ) -> None:
         self.space = load_space(space)
         if evaluator is None:
@@ -154,12 +167,14 @@ class ChildNetEnv(gym.Env):
         self.cache = cache if isinstance(cache, EvaluationCache) else EvaluationCache(cache)
         self._fingerprint = evaluator.fingerprint()
         self.objective = objective if objective is not None else CostObjective()
+        self.cost_table = cost_table
+        self.table_metric = self._table_metric()  # the objective's metric when the cost table gives it, else None
         self.costs: CostMeter | None = None  # None: an evaluator whose children's costs cannot be counted
         if can_measure(evaluator):
             o = self.objective
             latency = LatencySettings(o.latency_batch_size, o.latency_repeats, o.latency_warmup, o.latency_threads)
             self.costs = CostMeter(evaluator, self.space.to_dict(), latency, store=self.cache)
-        elif self.objective.active or self.objective.record_latency:
+        elif (self.objective.active and self.table_metric is None) or self.objective.record_latency:
             raise ValueError(
                 f"env.objective needs the costs of children, and {type(evaluator).__name__} cannot build its "
                 "children to count them (ChildTrainer and the NAS-Bench-201 table can): set "
@@ -197,6 +212,12 @@ class ChildNetEnv(gym.Env):
         ``search/reward``."""
         identity = self.reward_transform is REWARD_TRANSFORMS["identity"] and not self.objective.active
         return identity and self.evaluator.reward_is_accuracy
+
+    @property
+    def recorded_costs(self) -> tuple[str, ...]:
+        """``params``, ``flops`` and ``latency_ms`` (those the evaluator's children have), and the cost table's
+        column that the objective weighs (the only one of the table recorded)."""
+        return COST_NAMES if self.table_metric is None else (*COST_NAMES, self.table_metric)
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -283,6 +304,21 @@ class ChildNetEnv(gym.Env):
 
     # --- internals -------------------------------------------------------------------------------
 
+    def _table_metric(self) -> str | None:
+        """The objective's metric if it is a column of the cost table (checked: a metric that is neither a counted
+        cost nor a column is refused, and so is a column named like a counted cost, which would be ambiguous)."""
+        table, metric = self.cost_table, self.objective.metric
+        if table is None:
+            self.objective.check_metric()
+            return None
+        self.objective.check_metric(table.columns, str(table.path))
+        if metric in CostObjective.METRICS and metric in table.columns:
+            raise ValueError(
+                f"env.objective.metric={metric!r} is ambiguous: nasrl counts it and the cost table {table.path} has a "
+                "column of that name; rename the column in the file"
+            )
+        return metric if metric in table.columns else None
+
     def child_seed(self, tokens: tuple[int, ...]) -> int:
         digest = hashlib.sha256(f"{self._seed_base}:{list(tokens)}".encode()).hexdigest()
         return int(digest[:8], 16)
@@ -292,6 +328,9 @@ class ChildNetEnv(gym.Env):
         arch = self.space.decode(tokens)
         seed = self.child_seed(tokens)
         costs = self.costs.costs(arch, self.objective.measures_latency) if self.costs is not None else {}
+        if self.table_metric is not None:
+            assert self.cost_table is not None
+            costs |= self.cost_table.costs(arch, (self.table_metric,))
         metric = self.objective.metric  # None: accuracy alone
         limit = self.objective.over_limit(costs[metric]) if metric is not None else ""
         if limit:  # decided before training and before queueing: nothing is trained for this child (not failed)

@@ -7,7 +7,7 @@ The environment's reward for a child is ``reward_transform(accuracy) * objective
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 REWARD_TRANSFORMS: dict[str, Callable[[float], float]] = {
     "identity": lambda acc: acc,
@@ -28,8 +28,10 @@ class CostObjective:
     """Accuracy against cost: MnasNet's reward ``acc * (cost / target) ** w`` (Tan et al. 2019), or a limit.
 
     Args:
-        metric: the cost weighed: ``params``, ``flops`` (one forward pass of one example, 2 per multiply-add)
-            or ``latency_ms`` (measured on this machine); None: accuracy alone (the factor is 1).
+        metric: the cost weighed: ``params``, ``flops`` (one forward pass of one example, 2 per multiply-add),
+            ``latency_ms`` (measured on this machine) or a column of the environment's cost table (``env.costs``,
+            measured elsewhere: ``fpga`` of NAS-Bench-201's ``latency_ms.csv``); None: accuracy alone (the factor
+            is 1). The environment checks the name (:meth:`check_metric`): only it knows its cost table.
         target: the target or limit T, in the metric's unit; needed when ``metric`` is set.
         mode: ``soft``: factor ``(cost / T) ** w`` on both sides of T (MnasNet's soft setting, w = -0.07:
             twice the cost is worth about 5% of the accuracy); ``hard``: 1 up to T and ``(cost / T) ** w_over``
@@ -63,10 +65,8 @@ class CostObjective:
         latency_warmup: int = 3,
         latency_threads: int = 1,
     ) -> None:
-        if metric is not None and metric not in self.METRICS:
-            raise ValueError(
-                f"env.objective.metric must be one of {list(self.METRICS)} or null (accuracy alone), got {metric!r}"
-            )
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise ValueError(f"env.objective.metric must be a cost's name or null (accuracy alone), got {metric!r}")
         if mode not in self.MODES:
             raise ValueError(f"env.objective.mode must be one of {list(self.MODES)}, got {mode!r}")
         if metric is not None and (target is None or not math.isfinite(target) or target <= 0):
@@ -87,6 +87,16 @@ class CostObjective:
         self.latency_repeats = latency_repeats
         self.latency_warmup = latency_warmup
         self.latency_threads = latency_threads
+
+    def check_metric(self, columns: Sequence[str] = (), table: str = "") -> None:
+        """Refuse a ``metric`` that is neither a counted cost nor one of ``columns`` (the cost table ``table``'s),
+        in one line listing both."""
+        if self.metric is None or self.metric in self.METRICS or self.metric in columns:
+            return
+        accepted = f"one of {list(self.METRICS)}"
+        if columns:
+            accepted += f", a column of the cost table {table} {list(columns)}"
+        raise ValueError(f"env.objective.metric must be {accepted} or null (accuracy alone), got {self.metric!r}")
 
     @property
     def active(self) -> bool:

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nasrl.controller.build import build_env, build_policy, seed_everything
-from nasrl.controller.pareto import hypervolume
+from nasrl.controller.pareto import COSTS, hypervolume
 from nasrl.controller.search import MODES, run_search
 from nasrl.env.childnet import token_env
 from nasrl.env.runners.clock import VirtualClockRunner
@@ -62,12 +62,13 @@ def search_once(
 
 def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: int) -> np.ndarray:
     """For k = 1..budget: ``column`` of the best-reward architecture among the first k (the last value
-    is carried forward when a search stopped early at its episode cap)."""
+    is carried forward when a search stopped early at its episode cap). Architectures over a constraint's
+    limit (never evaluated) are never the best: NaN until one within the limit was found."""
     out = np.empty(budget)
     best = -np.inf
     value = np.nan
     for k in range(budget):
-        if k < len(rewards) and rewards[k] > best:
+        if k < len(rewards) and rewards[k] > best and not metrics[k].get("over_limit"):
             best, value = rewards[k], metrics[k].get(column, np.nan)
         out[k] = value
     return out
@@ -107,9 +108,10 @@ def summarize(
     baseline: str,
     hv_reference: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Per strategy and budget in ``report_at``: mean, std and n over seeds of each column of the best-reward
+    """Per strategy and budget in ``report_at``: mean, std, max and n over seeds of each column of the best-reward
     architecture (with Welch's p against ``baseline``) and, given ``hv_reference``, of the normalised
-    hypervolume of the (first column, params) front (:func:`front_hypervolume`)."""
+    hypervolume of the (first column, params) front (:func:`front_hypervolume`). Under a constraint, a search
+    that found no architecture within the limit yet has none: n counts the searches that did."""
     from scipy.stats import ttest_ind
 
     summary: dict[str, Any] = {}
@@ -123,13 +125,16 @@ def summarize(
             entry: dict[str, Any] = {}
             for c in columns:
                 values = curves[name][c][:, b - 1]
+                values = values[~np.isnan(values)]
                 entry[c] = {
-                    "mean": float(values.mean()),
+                    "mean": float(values.mean()) if len(values) else float("nan"),
                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "max": float(values.max()) if len(values) else float("nan"),
                     "n": int(len(values)),
                 }
                 if baseline in curves and name != baseline and len(values) > 1:
                     base = curves[baseline][c][:, b - 1]
+                    base = base[~np.isnan(base)]
                     entry[c]["p_vs_" + baseline] = float(ttest_ind(values, base, equal_var=False).pvalue)
             if hv_reference is not None:
                 entry["hypervolume"] = hypervolume_over_seeds(results[name], columns[0], b, hv_reference)
@@ -298,6 +303,9 @@ def _benchmark(cfg: DictConfig) -> None:
     columns = list(cfg.env.get("reported_columns", []))
     if not columns:
         raise ValueError("the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
+    metric = cfg.env.get("objective", {}).get("metric")
+    if cfg.env.get("costs") is not None and metric not in (None, *COSTS):
+        columns.append(metric)  # the reported architecture's cost from the table: its mean, and its max
     hv_reference = _hv_reference(bench.hv_reference)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
@@ -351,6 +359,9 @@ def _benchmark(cfg: DictConfig) -> None:
         )
     )
     settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
+    if metric is not None:
+        objective = cfg.env.objective
+        settings += f", objective {objective.mode} on {metric} (target {objective.target:g})"
     if bench.simulated_workers > 1 or bench.mode == "async":
         settings += (f", search.mode={bench.mode} with {bench.simulated_workers} simulated workers "
                      f"({bench.durations} durations, virtual clock)")  # fmt: skip

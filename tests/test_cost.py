@@ -98,7 +98,7 @@ def test_constraint_names_the_cost_over_the_limit_and_does_not_scale_the_others(
 )
 def test_bad_objective_settings_are_refused_naming_the_value(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        CostObjective(**kwargs)
+        CostObjective(**kwargs).check_metric()  # the name is checked against the environment's costs
 
 
 # --- the environment ------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_the_command_line_sets_the_objective_and_refuses_a_bad_one_in_one_line(t
     assert (cfg.env.objective.metric, cfg.env.objective.target, cfg.env.objective.mode) == ("params", 20000, "hard")
     with pytest.raises(ValueError, match="cannot build its children"):  # the synthetic reward has no network
         build_env(cfg.env)
-    bad = ["env=synthetic", "env.objective.metric=watts", f"hydra.run.dir={tmp_path}"]
+    bad = ["env=synthetic", "env.objective.metric=watts", "env.objective.target=1", f"hydra.run.dir={tmp_path}"]
     result = run_script("train.py", *bad, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -90,6 +90,11 @@ class NB201Table(Evaluator):
             metrics={c: row[c] for c in self.reported_columns},
         )
 
+    def column_values(self, column: str) -> dict[tuple[str, ...], str]:
+        """Each cell's value of ``column`` of the table, as text (``index``: the key that NAS-Bench-201's other
+        tables, such as its devices' latencies, are joined on)."""
+        return _load_column(self.table.resolve(), column)
+
     def build(self, arch: Architecture) -> nn.Module:
         """The benchmark's CIFAR-10 network with this cell (:class:`NB201Network`)."""
         return NB201Network(tuple(layer["op"] for layer in arch.layers), num_classes=self.num_classes)
@@ -97,6 +102,18 @@ class NB201Table(Evaluator):
     def count_costs(self, arch: Architecture) -> dict[str, int]:
         """``params`` and ``flops`` (torch's convention, 2 per multiply-add) of the cell's network, free."""
         return cell_costs(tuple(layer["op"] for layer in arch.layers))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_column(path: Path, column: str) -> dict[tuple[str, ...], str]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if column not in (reader.fieldnames or []):
+            raise TableError(
+                f"NAS-Bench-201 table {path} has no column {column!r} to join the cost table on (env.costs_key); "
+                f"it has {reader.fieldnames}"
+            )
+        return {parse_arch_string(record["arch"]): (record[column] or "").strip() for record in reader}
 
 
 @functools.lru_cache(maxsize=4)  # many environments (a benchmark's seeds) share one parsed table
