@@ -357,8 +357,12 @@ class ChildNetEnv(gym.Env):
 
     def _mask(self) -> np.ndarray:
         mask = np.zeros(self.num_actions, dtype=np.int8)
-        if self._decision is not None:
+        if self._decision is None:
+            return mask
+        if self.space.constraints:  # the choices after which the space's constraints can still be met
             mask[list(self.space.allowed(self._tokens))] = 1
+        else:
+            mask[: self.space.num_choices(self._decision)] = 1
         return mask
 
     def _observation(self) -> dict[str, Any]:
