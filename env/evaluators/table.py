@@ -140,7 +140,7 @@ class TableEvaluator(Evaluator):
 def check_keys(rows: dict[str, dict[str, float]], space: SearchSpace, table: Path, key_column: str) -> None:
     """Refuse, in one line, a key that is not an architecture of ``space``: a wrong number of choices, a choice
     outside its decision's, or a sequence its constraints rule out."""
-    per_layer = [d for d in space.layer_decisions]
+    per_layer = list(space.layer_decisions)
     lengths = {depth * len(per_layer): depth for depth in space.depths}
     for key in rows:
         parts = key.split(SEPARATOR)
