@@ -317,6 +317,7 @@ def register_configs() -> None:
     from nasrl.env.evaluators.weight_sharing import SharedLanguageModelTrainer, SharedWeightsTrainer
     from nasrl.env.nb201 import NASBench201Env
     from nasrl.env.rewards import CostObjective
+    from nasrl.env.table import TableEnv
 
     # stopping: a node that exists (enabled: false), so that env.evaluator.stopping.enabled=true is one override
     stopping = schema_of(MedianStoppingRule)
@@ -341,6 +342,8 @@ def register_configs() -> None:
     store.store(group="env", name="base_custom", node=childnet(_Slot))
     nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str | None, "costs": str | None})
     store.store(group="env", name="base_nb201", node=nb201)
+    table_types = {**env_common, "space": str | None, "table": str | None, "reported": list[str] | None}
+    store.store(group="env", name="base_table", node=schema_of(TableEnv, types_=table_types))
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
     store.store(group="env", name="base_lm", node=childnet(lm_trainer))
     shared = schema_of(SharedWeightsTrainer, types_={"dataset": dataset_schema()})

@@ -157,7 +157,8 @@ def result_lines(state: SearchState, env: gym.Env, run_dir: str | Path | None = 
     return [
         f"best architecture: {best['architecture']}",
         f"tokens: {best['tokens']}",
-        f"validation {'perplexity' if perplexity else 'accuracy'}: {perplexity or best['val_accuracy']:.4f} "
+        f"{'validation perplexity' if perplexity else token_env(env).evaluator.score_label}: "
+        f"{perplexity or best['val_accuracy']:.4f} "
         f"(reward {best['reward']:.4f}), {best['params']:,} parameters, found at episode {best['episode']}",
         f"evaluated {state.distinct} distinct architectures in {state.episode} episodes, {state.elapsed:.0f} s",
         *where,

@@ -6,6 +6,8 @@
   language modelling, rewarded from the validation perplexity (``env=lm``).
 - ``nasrl/NASBench201-v0``: the NAS-Bench-201 cell, rewarded from a lookup table
   (:class:`nasrl.env.nb201.NASBench201Env`; pass ``table=PATH``).
+- ``nasrl/Table-v0``: any tabular benchmark, a space of the ``table`` family and a CSV keyed by each
+  architecture's choices (:class:`nasrl.env.table.TableEnv`; TransNAS-Bench-101's two spaces ship).
 """
 
 from gymnasium.envs.registration import register, registry
@@ -21,6 +23,8 @@ if "nasrl/ChildNet-v0" not in registry:
     register(id="nasrl/ChildNet-v0", entry_point="nasrl.env.childnet:ChildNetEnv")
 if "nasrl/NASBench201-v0" not in registry:
     register(id="nasrl/NASBench201-v0", entry_point="nasrl.env.nb201:NASBench201Env")
+if "nasrl/Table-v0" not in registry:
+    register(id="nasrl/Table-v0", entry_point="nasrl.env.table:TableEnv")
 
 __all__ = [
     "Architecture",

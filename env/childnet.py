@@ -246,6 +246,12 @@ class ChildNetEnv(gym.Env):
                 f"invalid action {action!r} for decision '{dtype.name}' (layer {self._decision.layer}, "
                 f"position {len(self._tokens)}): valid actions are 0..{n - 1} ({', '.join(dtype.labels[:n])})"
             )
+        if self.space.constraints and token not in (allowed := self.space.allowed(self._tokens)):
+            raise ValueError(
+                f"invalid action {action!r} for decision '{dtype.name}' (layer {self._decision.layer}, "
+                f"position {len(self._tokens)}): the space's constraints allow only {list(allowed)} "
+                f"({', '.join(dtype.labels[a] for a in allowed)})"
+            )
         self._tokens.append(token)
         self._decision = self.space.next_decision(self._tokens)
         if self._decision is not None:
@@ -390,7 +396,11 @@ class ChildNetEnv(gym.Env):
 
     def _mask(self) -> np.ndarray:
         mask = np.zeros(self.num_actions, dtype=np.int8)
-        if self._decision is not None:
+        if self._decision is None:
+            return mask
+        if self.space.constraints:  # the choices after which the space's constraints can still be met
+            mask[list(self.space.allowed(self._tokens))] = 1
+        else:
             mask[: self.space.num_choices(self._decision)] = 1
         return mask
 

@@ -28,6 +28,7 @@ from nasrl.controller.build import build_env, build_policy, seed_everything
 from nasrl.controller.pareto import COSTS, hypervolume
 from nasrl.controller.search import MODES, run_search
 from nasrl.env.childnet import token_env
+from nasrl.env.evaluators.table import TableEvaluator
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
@@ -300,15 +301,21 @@ def _benchmark(cfg: DictConfig) -> None:
     if unknown:
         raise ValueError(f"benchmark.strategies names {unknown}, accepted are {list(cfg.strategies)}")
     report_at = [b for b in bench.report_at if b <= bench.budget] or [bench.budget]
-    columns = list(cfg.env.get("reported_columns", []))
-    if not columns:
-        raise ValueError("the benchmark needs an environment with reported_columns (a tabular env such as env=nb201)")
     metric = cfg.env.get("objective", {}).get("metric")
+    hv_reference: tuple[float, float] | None = _hv_reference(bench.hv_reference)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    evaluator = token_env(build_env(OmegaConf.create(env_cfg))).evaluator  # fail fast on a bad table, here
+    columns = list(cfg.env.get("reported_columns", []))
+    if isinstance(evaluator, TableEvaluator):  # env=table: the reward column's raw value first, then the others
+        columns = [evaluator.reward, *(c for c in evaluator.reported if c != evaluator.reward)]
+        hv_reference = None  # a table's rows have no parameter counts: no accuracy-against-parameters front
+    if not columns:
+        raise ValueError(
+            "the benchmark needs a tabular environment with reported columns (env=nb201, env=table, "
+            "env=transnas101_micro, ...)"
+        )
     if cfg.env.get("costs") is not None and metric not in (None, *COSTS):
         columns.append(metric)  # the reported architecture's cost from the table: its mean, and its max
-    hv_reference = _hv_reference(bench.hv_reference)
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    build_env(OmegaConf.create(env_cfg))  # fail fast on a bad table, before any worker starts
     if bench.simulated_workers < 1 or bench.mode not in MODES or bench.durations not in DURATIONS:
         raise ValueError(
             f"benchmark.simulated_workers must be >= 1 (got {bench.simulated_workers}), benchmark.mode one of "
@@ -342,13 +349,16 @@ def _benchmark(cfg: DictConfig) -> None:
 
     out = summarize(results, columns, report_at, bench.budget, bench.baseline, hv_reference)
     published = OmegaConf.to_container(bench.published, resolve=True) if "published" in bench else {}
+    published = {c: lines for c, lines in published.items() if c in columns}  # NAS-Bench-201's, on its tables only
     (run_dir / "summary.json").write_text(
         json.dumps(
             {
                 "settings": OmegaConf.to_container(bench),
                 "seconds": seconds,
                 "effort": effort,
-                "hypervolume": {
+                "hypervolume": None
+                if hv_reference is None
+                else {
                     "column": columns[0],
                     "reference": {"accuracy": hv_reference[0], "params": hv_reference[1]},
                     "normalised_by": "(100 - reference accuracy) * reference params",
@@ -358,7 +368,8 @@ def _benchmark(cfg: DictConfig) -> None:
             indent=2,
         )
     )
-    settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {cfg.env.get('reward_column', '?')}"
+    reward = cfg.env.get("reward_column", cfg.env.get("reward", "?"))
+    settings = f"{bench.seeds} seeds x budget {bench.budget}, reward {reward}"
     if metric is not None:
         objective = cfg.env.objective
         settings += f", objective {objective.mode} on {metric} (target {objective.target:g})"

@@ -209,9 +209,10 @@ def _check_tokens(space: SearchSpace, tokens: list[int], source: str) -> None:
         if decision is None:
             raise RetrainError(f"{source}: {len(tokens)} tokens, but space '{space.name}' ends after {len(done)}")
         n = space.num_choices(decision)
-        if not 0 <= t < n:
+        if not 0 <= t < n or t not in space.allowed(done):
             name = space.decision_types[decision.type_index].name
-            raise RetrainError(f"{source}: token {t} at position {len(done)} ('{name}') must be in 0..{n - 1}")
+            valid = f"0..{n - 1}" if len(space.allowed(done)) == n else f"{list(space.allowed(done))} (constraints)"
+            raise RetrainError(f"{source}: token {t} at position {len(done)} ('{name}') must be in {valid}")
         done.append(t)
     if space.next_decision(done) is not None:
         raise RetrainError(f"{source}: {len(tokens)} tokens end before space '{space.name}' is complete")

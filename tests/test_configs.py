@@ -63,6 +63,11 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
         if not SHARED_TABLE.exists():
             pytest.skip(f"{SHARED_TABLE} is absent")
         cfg.env.table = str(SHARED_TABLE)
+    if env_name in ("table", "transnas101_micro", "transnas101_macro"):  # a one-row table (tests/test_table.py)
+        macro = env_name == "transnas101_macro"
+        cfg.env.space = cfg.env.space or "transnas101_micro"
+        (tmp_path / "t.csv").write_text(f"arch,jigsaw\n{'1-1-1-1-2-3' if macro else '0-1-2-3-0-1'},90.5\n")
+        cfg.env.table, cfg.env.reward = str(tmp_path / "t.csv"), "jigsaw"
     if env_name in ("lm", "lm_ws"):
         cfg.env.evaluator.dataset.path = str(SMALL_CORPUS)
     if env_name in NEEDS_A_FOLDER:  # nothing is downloaded: without the user's folder, a clear error

@@ -150,7 +150,7 @@ def test_the_registry_refuses_an_unknown_family_in_one_line_naming_the_accepted_
 
 def test_a_space_names_a_family_it_can_search() -> None:
     base = {"name": "s", "depth": 2, "layer": [{"name": "units", "choices": [4]}]}
-    accepted = "accepted are ['cnn1d', 'cnn2d', 'mlp', 'nb201_cell', 'rnn_cell'] or the dotted path"
+    accepted = "accepted are ['cnn1d', 'cnn2d', 'mlp', 'nb201_cell', 'rnn_cell', 'table'] or the dotted path"
     with pytest.raises(SpaceError, match=rf"key 'network': got 'transformer'; {re.escape(accepted)}"):
         load_space({**base, "network": "transformer"})
     with pytest.raises(SpaceError, match=rf"key 'network': got 'lstm'; {re.escape(accepted)}"):
@@ -162,7 +162,7 @@ def test_a_space_names_a_family_it_can_search() -> None:
         SpaceError, match=rf"key 'network': network 'my.Fam' cannot be imported .*; {re.escape(accepted)}"
     ):
         load_space({**base, "network": "my.Fam"})
-    assert searchable_families() == ["cnn1d", "cnn2d", "mlp", "nb201_cell", "rnn_cell"]
+    assert searchable_families() == ["cnn1d", "cnn2d", "mlp", "nb201_cell", "rnn_cell", "table"]
 
 
 @pytest.mark.parametrize(
@@ -200,9 +200,15 @@ SHAPES = {"cnn1d": (1, 40), "cnn2d": (1, 8, 8), "mlp": (1, 40), "nb201_cell": (3
 def test_every_shipped_space_builds_its_networks_and_supernet(name: str) -> None:
     space = load_space(NB201_SPACE if name == "nb201" else name)
     tokens: list[int] = []
-    while (decision := space.next_decision(tokens)) is not None:
-        tokens.append(space.num_choices(decision) - 1)  # the last choice everywhere: the deepest, widest
+    while allowed := space.allowed(tokens):
+        tokens.append(allowed[-1])  # the last choice everywhere (that the constraints allow): the deepest, widest
     arch = space.decode(tokens)
+    if space.network == "table":  # a row of a lookup table (env=table): no network, no supernet
+        with pytest.raises(FamilyError, match="network 'table' does not build networks"):
+            build_network(arch, (1, 40), 10)
+        with pytest.raises(FamilyError, match="weight sharing supports the spaces of networks"):
+            build_supernet(space, (1, 40), 10)
+        return
     if space.family.language_model:
         model = build_language_model(arch, vocab_size=11, hidden_size=8)
         logits, _ = model(torch.zeros(4, 2, dtype=torch.long), model.initial_state(2))

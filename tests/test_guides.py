@@ -4,7 +4,8 @@ Each page is parsed with Sybil in a fresh folder: a fenced block with a title (`
 is a file the reader writes, and is written there; a ``python`` block without one is run, the page's blocks in
 order and in one namespace, with that folder as the working directory and first on ``sys.path`` (as
 ``python script.py`` run from it). Then every ``nasrl-*`` command of the page's ``bash`` blocks is checked with
-the page's files in place: those on ``env=synthetic`` run in this process with their small budgets, a
+the page's files in place: those on ``env=synthetic`` or on a table the page wrote run in this process with
+their small budgets, a
 ``nasrl-benchmark`` on a table the page wrote runs in a real process, and the others compose, their ``_target_``
 classes imported, as ``nasrl-train --cfg job`` would.
 """
@@ -24,7 +25,13 @@ from sybil import Document, Example, Region, Sybil
 from conftest import ROOT, run_script
 from nasrl.scripts.app import register_configs, retarget
 
-GUIDES = ["writing-a-policy", "writing-a-search-space", "your-data-or-evaluator", "benchmarking-on-nb201"]
+GUIDES = [
+    "writing-a-policy",
+    "writing-a-search-space",
+    "your-data-or-evaluator",
+    "benchmarking-on-nb201",
+    "tabular-benchmarks",
+]
 FENCE = re.compile(r"^```(\w+)(?: title=\"([^\"]+)\")?\n(.*?)^```$", re.M | re.S)
 APPS = {"nasrl-train": ("train.py", "config"), "nasrl-benchmark": ("benchmark.py", "benchmark")}
 
@@ -89,14 +96,15 @@ def test_a_guide_runs(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def _check_command(words: list[str], folder: Path, run: str) -> None:
     app, *args = [w.replace("$PWD", str(folder)) for w in words]
     script, config = APPS[app]
-    if "env=synthetic" in args and app == "nasrl-train":
+    table = next((a.split("=", 1)[1] for a in args if a.startswith("env.table=")), None)
+    wrote_table = table is not None and (folder / table).is_file()  # a table the page wrote
+    if app == "nasrl-train" and ("env=synthetic" in args or wrote_table):
         done = run_script(script, *args, "search.progress=false", f"hydra.run.dir={run}", cwd=folder,
                           env={"PYTHONPATH": str(folder)})  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert (folder / run / "history.csv").is_file()
         return
-    table = next((a.split("=", 1)[1] for a in args if a.startswith("env.table=")), None)
-    if app == "nasrl-benchmark" and table is not None and (folder / table).is_file():  # a table the page wrote
+    if app == "nasrl-benchmark" and wrote_table:
         # a real process: the benchmark's worker processes are spawned, which an in-process run cannot host
         done = run_script(script, *args, f"hydra.run.dir={run}", cwd=folder, env={"PYTHONPATH": str(folder)},
                           in_process=False, timeout=300)  # fmt: skip

@@ -32,6 +32,7 @@ SHIPPED_FAMILIES = {
     "cnn2d": "nasrl.env.spaces.families.conv:Conv2d",
     "mlp": "nasrl.env.spaces.families.mlp:MLP",
     "nb201_cell": "nasrl.env.spaces.families.nb201_cell:NB201Cell",
+    "table": "nasrl.env.spaces.families.table:TableRow",
     "rnn_cell": "nasrl.env.spaces.families.rnn_cell:RNNCell",
     "lstm": "nasrl.env.spaces.families.rnn_cell:LSTM",
     "gru": "nasrl.env.spaces.families.rnn_cell:GRU",
@@ -93,11 +94,21 @@ class NetworkFamily:
     ``network:``. The instance holds no state: :func:`family_of` makes one per name."""
 
     decisions: ClassVar[dict[str, Rule]] = {}  # the per-layer decisions a space may take, in any subset
+    any_decision: ClassVar[Rule | None] = None  # a rule: its spaces may name any decision, its values checked so
     required: ClassVar[frozenset[str]] = frozenset()  # those every space of the family must take
     skip_connections: ClassVar[bool] = False  # accepts Zoph & Le's anchor decisions
     node_inputs: ClassVar[bool] = False  # needs (and alone accepts) one input decision per layer > 0 (ENAS)
     language_model: ClassVar[bool] = False  # a recurrent cell: built into a language model, trained on text
     ends: ClassVar[tuple[str, str]] = ("input", "classifier")  # the end nodes of the drawing
+
+    @property
+    def searchable(self) -> bool:
+        """Whether a space can name this family: it has decisions (a standard recurrent cell has none)."""
+        return bool(self.decisions) or self.any_decision is not None
+
+    def decision_rule(self, name: str) -> Rule | None:
+        """How the values of decision ``name`` are checked; None: a space of this family cannot take it."""
+        return self.decisions.get(name, self.any_decision)
 
     def reads(self, arch: Architecture, layer: int) -> list[int]:
         """The layers ``layer`` reads; -1 is the network input. By default its recorded inputs, else the input."""
@@ -160,7 +171,7 @@ class NetworkFamily:
 
 def searchable_families() -> list[str]:
     """The shipped families a space can name (those with decisions), sorted."""
-    return sorted(name for name in SHIPPED_FAMILIES if family_of(name).decisions)
+    return sorted(name for name in SHIPPED_FAMILIES if family_of(name).searchable)
 
 
 def supernet_families() -> list[str]:

@@ -16,8 +16,9 @@ from nasrl.env.spaces.space import Architecture, SearchSpace
 def random_tokens(space: SearchSpace, rng: np.random.Generator) -> list[int]:
     """A uniformly drawn valid token sequence of ``space``."""
     tokens: list[int] = []
-    while (decision := space.next_decision(tokens)) is not None:
-        tokens.append(int(rng.integers(space.num_choices(decision))))
+    while allowed := space.allowed(tokens):
+        # allowed is 0 .. n-1 unless constraints rule some out: then the same draw as rng.choice(allowed)
+        tokens.append(int(allowed[rng.integers(len(allowed))]))
     return tokens
 
 

@@ -10,10 +10,15 @@ A space file (``env/spaces/*.yaml``, shipped with the package, or any path) look
     layer:                    # the decisions taken for every layer, in this order
       - {name: filters, choices: [16, 32, 64, 128]}
       - {name: activation, choices: [relu, tanh]}
+    constraints:              # optional: how many layers may take some values of a decision
+      - {decision: filters, among: [128], min: 0, max: 2}
 
 An episode emits, in order: the depth token (if the depth varies), then for each layer i the skip
 decisions for j = 0..i-1 (if enabled), then the layer's own decisions, then (``node_inputs``, the ENAS
 recurrent cell) the one earlier layer 0..i-1 that layer i > 0 reads; the action mask rules out the rest.
+A constraint bounds how many layers take one of the values ``among`` for ``decision`` (TransNAS-Bench-101's
+macro skeletons halve the resolution 1 to 4 times); the mask then allows a choice (or a depth) only if the
+rest of the sequence can still meet every constraint, so no sequence that breaks one is ever emitted.
 Every token sequence the space allows decodes (``SearchSpace.decode``) to an :class:`Architecture` that its
 family (:mod:`nasrl.env.spaces.family`) can build. The family decides which decisions a layer may take and
 which values they accept, and whether skip connections or node inputs are allowed.
@@ -34,7 +39,10 @@ from nasrl.env.spaces.family import FamilyError, NetworkFamily, family_of, searc
 
 SHIPPED_SPACES = files("nasrl.env.spaces")  # found through the package, so a wheel works from any folder
 
-TOP_LEVEL_KEYS = ("name", "network", "depth", "skip_connections", "node_inputs", "head_pool", "layer", "description")
+TOP_LEVEL_KEYS = (
+    "name", "network", "depth", "skip_connections", "node_inputs", "head_pool", "layer", "constraints", "description"
+)  # fmt: skip
+CONSTRAINT_KEYS = ("decision", "among", "min", "max")
 
 DEPTH = "depth"
 SKIP = "skip"
@@ -65,6 +73,19 @@ class Decision:
     type_index: int
     layer: int  # layer the decision belongs to (0 for the depth token)
     source: int = -1  # for a skip decision: the earlier layer j asked about; -1 otherwise
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Between ``low`` and ``high`` layers (inclusive) take one of the values ``among`` for decision ``decision``."""
+
+    decision: str
+    among: tuple[Any, ...]
+    low: int
+    high: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "among": list(self.among), "min": self.low, "max": self.high}
 
 
 @dataclass
@@ -123,8 +144,13 @@ class SearchSpace:
     node_inputs: bool = False
     head_pool: int = 1
     source: str = "<dict>"
+    constraints: tuple[Constraint, ...] = ()
     decision_types: list[DecisionType] = field(init=False)
     _layouts: dict[int, tuple[Decision, ...]] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # (decision, layers left, counts so far) -> how many completions meet that decision's constraints
+    _completions: dict[tuple[str, int, tuple[int, ...]], int] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         types = []
@@ -193,6 +219,62 @@ class SearchSpace:
         steps = self.layout(depth)
         return steps[len(tokens)] if len(tokens) < len(steps) else None
 
+    def allowed(self, tokens: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+        """The tokens valid after ``tokens`` (the action mask): ``0 .. num_choices - 1`` of the next decision,
+        less those after which the space's constraints can no longer be met. Empty once the sequence is complete."""
+        decision = self.next_decision(tokens)
+        if decision is None:
+            return ()
+        choices = tuple(range(self.num_choices(decision)))
+        if not self.constraints:
+            return choices
+        dtype = self.decision_types[decision.type_index]
+        if dtype.name == DEPTH and self.variable_depth and not tokens:
+            return tuple(c for c in choices if self._count_valid(self.depths[c], {}) > 0)
+        if dtype.kind != "categorical" or not any(c.decision == dtype.name for c in self.constraints):
+            return choices
+        depth = self.depths[tokens[0]] if self.variable_depth else self.depths[0]
+        taken = self._taken(tuple(tokens), dtype.name)
+        return tuple(c for c in choices if self._count_valid(depth, {dtype.name: [*taken, dtype.choices[c]]}) > 0)
+
+    def _taken(self, tokens: tuple[int, ...], name: str) -> list[Any]:
+        """The values decision ``name`` took in ``tokens``, layer by layer."""
+        depth = self.depths[tokens[0]] if self.variable_depth else self.depths[0]
+        steps = self.layout(depth)
+        return [
+            self.decision_types[steps[p].type_index].choices[t]
+            for p, t in enumerate(tokens)
+            if self.decision_types[steps[p].type_index].name == name
+        ]
+
+    def _count_valid(self, depth: int, taken: dict[str, list[Any]]) -> int:
+        """How many ways the constrained decisions of a ``depth``-layer network can be completed, given the values
+        ``taken`` so far (decision -> values of the first layers), meeting every constraint."""
+        total = 1
+        for name in dict.fromkeys(c.decision for c in self.constraints):
+            values = taken.get(name, [])
+            rules = [c for c in self.constraints if c.decision == name]
+            counts = tuple(sum(v in c.among for v in values) for c in rules)
+            total *= self._completions_of(name, depth - len(values), counts)
+        return total
+
+    def _completions_of(self, name: str, left: int, counts: tuple[int, ...]) -> int:
+        key = (name, left, counts)
+        if key not in self._completions:
+            rules = [c for c in self.constraints if c.decision == name]
+            if left == 0:
+                found = int(all(c.low <= n <= c.high for c, n in zip(rules, counts)))
+            elif any(n > c.high for c, n in zip(rules, counts)):
+                found = 0  # counts only grow
+            else:
+                choices = next(d.choices for d in self.layer_decisions if d.name == name)
+                found = sum(
+                    self._completions_of(name, left - 1, tuple(n + (v in c.among) for c, n in zip(rules, counts)))
+                    for v in choices
+                )
+            self._completions[key] = found
+        return self._completions[key]
+
     def decode(self, tokens: tuple[int, ...] | list[int]) -> Architecture:
         """Turn a complete token sequence into an :class:`Architecture`; refuse anything else."""
         tokens = tuple(int(t) for t in tokens)
@@ -207,6 +289,11 @@ class SearchSpace:
                 raise ValueError(
                     f"space '{self.name}': token {token} at position {pos} is out of range for decision "
                     f"'{self.decision_types[decision.type_index].name}' (valid: 0..{n - 1})"
+                )
+            if self.constraints and token not in self.allowed(tokens[:pos]):
+                raise ValueError(
+                    f"space '{self.name}': token {token} at position {pos} breaks the space's constraints "
+                    f"{[c.to_dict() for c in self.constraints]} (valid there: {list(self.allowed(tokens[:pos]))})"
                 )
         if self.next_decision(tokens) is not None:
             raise ValueError(f"space '{self.name}': token sequence {list(tokens)} is incomplete")
@@ -236,13 +323,14 @@ class SearchSpace:
     def size(self) -> int:
         """The number of distinct token sequences in the space."""
         total = 0
+        constrained = {c.decision for c in self.constraints}
         for depth in self.depths:
             per_layer = 1
             for d in self.layer_decisions:
-                per_layer *= len(d.choices)
+                per_layer *= 1 if d.name in constrained else len(d.choices)
             skips = depth * (depth - 1) // 2 if self.skip_connections else 0
             inputs = math.factorial(depth - 1) if self.node_inputs else 1
-            total += per_layer**depth * 2**skips * inputs
+            total += per_layer**depth * 2**skips * inputs * self._count_valid(depth, {})
         return total
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +342,8 @@ class SearchSpace:
             **({"node_inputs": True} if self.node_inputs else {}),  # absent otherwise: cache keys stay as they were
             "head_pool": self.head_pool,
             "layer": [{"name": d.name, "choices": list(d.choices)} for d in self.layer_decisions],
+            # absent without constraints: cache keys stay as they were
+            **({"constraints": [c.to_dict() for c in self.constraints]} if self.constraints else {}),
         }
 
 
@@ -319,7 +409,8 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         if not isinstance(entry, dict) or set(entry) != {"name", "choices"}:
             raise fail(where, f"got {entry!r}; accepted is a mapping with exactly the keys 'name' and 'choices'")
         dname, choices = entry["name"], entry["choices"]
-        if dname not in accepted:
+        rule = family.decision_rule(dname)
+        if rule is None:
             raise fail(f"{where}.name", f"got {dname!r}; network '{network}' accepts {sorted(accepted)}")
         if dname in seen:
             raise fail(f"{where}.name", f"duplicate decision name {dname!r}; each decision appears once")
@@ -327,8 +418,8 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         if not isinstance(choices, list) or not choices:
             raise fail(f"{where}.choices", f"got {choices!r} for '{dname}'; accepted is a non-empty list")
         for c in choices:
-            if not accepted[dname].valid(c):
-                raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {accepted[dname].accepted}")
+            if not rule.valid(c):
+                raise fail(f"{where}.choices", f"bad value {c!r} for '{dname}'; accepted is {rule.accepted}")
         if len(set(map(str, choices))) != len(choices):
             raise fail(f"{where}.choices", f"duplicate choices in {choices!r} for '{dname}'")
         decisions.append(DecisionType(dname, tuple(choices)))
@@ -352,7 +443,7 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
     head_pool = data.get("head_pool", 1)
     if not isinstance(head_pool, int) or isinstance(head_pool, bool) or head_pool < 1:
         raise fail("head_pool", f"got {head_pool!r}; accepted is a positive integer")
-    return SearchSpace(
+    space = SearchSpace(
         name=name,
         network=str(network),  # checked by _family: a string
         depths=tuple(depths),  # type: ignore[arg-type]  # checked above: positive integers
@@ -361,7 +452,36 @@ def _parse(data: dict[str, Any], source: str) -> SearchSpace:
         node_inputs=node_inputs,
         head_pool=head_pool,
         source=source,
+        constraints=_constraints(data.get("constraints", []), decisions, fail),
     )
+    if space.constraints and space.size() == 0:
+        raise fail("constraints", f"no architecture of depth {depth!r} meets them all")
+    return space
+
+
+def _constraints(
+    data: Any, decisions: list[DecisionType], fail: Callable[[str, str], SpaceError]
+) -> tuple[Constraint, ...]:
+    """The ``constraints:`` list, checked: each names a decision of the layer and some of its choices."""
+    if not isinstance(data, list):
+        raise fail("constraints", f"got {data!r}; accepted is a list of {{{', '.join(CONSTRAINT_KEYS)}}} entries")
+    known = {d.name: d for d in decisions}
+    out = []
+    for i, entry in enumerate(data):
+        where = f"constraints[{i}]"
+        if not isinstance(entry, dict) or set(entry) != set(CONSTRAINT_KEYS):
+            raise fail(where, f"got {entry!r}; accepted is a mapping with exactly the keys {list(CONSTRAINT_KEYS)}")
+        if entry["decision"] not in known:
+            raise fail(f"{where}.decision", f"got {entry['decision']!r}; accepted are the layer's {sorted(known)}")
+        dtype = known[entry["decision"]]
+        among = entry["among"]
+        if not isinstance(among, list) or not among or any(v not in dtype.choices for v in among):
+            raise fail(f"{where}.among", f"got {among!r}; accepted is a non-empty list of {list(dtype.choices)}")
+        low, high = entry["min"], entry["max"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) or not 0 <= low <= high:
+            raise fail(where, f"min {low!r} and max {high!r}: accepted are integers with 0 <= min <= max")
+        out.append(Constraint(dtype.name, tuple(among), low, high))
+    return tuple(out)
 
 
 def _family(network: Any, fail: Callable[[str, str], SpaceError]) -> NetworkFamily:
@@ -373,6 +493,6 @@ def _family(network: Any, fail: Callable[[str, str], SpaceError]) -> NetworkFami
         family = family_of(network)
     except FamilyError as exc:
         raise fail("network", f"{exc.reason}; {accepted}") from None
-    if not family.decisions:
+    if not family.searchable:
         raise fail("network", f"got {network!r}, a family without decisions to search; {accepted}")
     return family
