@@ -350,6 +350,8 @@ def _benchmark(cfg: DictConfig) -> None:
     out = summarize(results, columns, report_at, bench.budget, bench.baseline, hv_reference)
     published = OmegaConf.to_container(bench.published, resolve=True) if "published" in bench else {}
     published = {c: lines for c, lines in published.items() if c in columns}  # NAS-Bench-201's, on its tables only
+    if metric is not None:  # the published searches had no cost objective: not comparable
+        published = {}
     (run_dir / "summary.json").write_text(
         json.dumps(
             {
