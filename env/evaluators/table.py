@@ -40,7 +40,7 @@ REWARD_SCALES = ("minmax", "percent", "raw")
 MULTI_TASK = "mean_percentile"  # the metric a multi-task reward is made from (0 to 100)
 
 
-def percentile(values: Sequence[float], value: float) -> float:
+def percentile(values: Sequence[float] | np.ndarray, value: float) -> float:
     """The percentile of ``value`` among ``values`` (a column over the table's rows): 100 x the share of rows
     below it, rows equal to it counted half (so the table's median row scores 50, and a tie of many rows does
     not lift them all to its top)."""
@@ -50,7 +50,7 @@ def percentile(values: Sequence[float], value: float) -> float:
     return float(100.0 * (below + 0.5 * (at_most - below)) / len(ordered))
 
 
-def normalised_regret(values: Sequence[float], value: float) -> float:
+def normalised_regret(values: Sequence[float] | np.ndarray, value: float) -> float:
     """(best - ``value``) / (best - median) over ``values`` (a higher-is-better column over the table's rows):
     0 for the table's best, 1 for its median, above 1 below the median. A one-line error when the median is
     the best (more than half the rows tie at the top): nothing to normalise by."""
@@ -98,10 +98,10 @@ class TableEvaluator(Evaluator):
             raise TableError(f"table {path} does not exist: set env.table to a CSV with a key column {key_column!r}")
         stat = path.stat()  # part of the cache's key: a table rewritten in place is read again
         self.columns, self.rows = _load(path, key_column, stat.st_mtime_ns, stat.st_size)
-        tasks = [reward] if isinstance(reward, str) or reward is None else [str(c) for c in reward]
-        if len(tasks) == 1 and (reward is None or tasks[0] not in self.columns):
-            what = " is not set" if reward is None else f"={tasks[0]!r} is not a numeric column of {self.table}"
+        if reward is None or isinstance(reward, str) and reward not in self.columns:
+            what = " is not set" if reward is None else f"={reward!r} is not a numeric column of {self.table}"
             raise TableError(f"env.reward{what}: accepted are {list(self.columns)}")
+        tasks = [reward] if isinstance(reward, str) else [str(c) for c in reward]
         unknown = [c for c in tasks if c not in self.columns]
         if not tasks or unknown or len(set(tasks)) < len(tasks):
             what = f"names {unknown}, not numeric columns of {self.table}" if unknown else "is empty or repeats one"
