@@ -342,7 +342,8 @@ def register_configs() -> None:
     store.store(group="env", name="base_custom", node=childnet(_Slot))
     nb201 = schema_of(NASBench201Env, types_={**env_common, "table": str | None, "costs": str | None})
     store.store(group="env", name="base_nb201", node=nb201)
-    table_types = {**env_common, "space": str | None, "table": str | None, "reported": list[str] | None}
+    # reward: a column, or a list of them (a multi-task reward)
+    table_types = {**env_common, "space": str | None, "table": str | None, "reward": Any, "reported": list[str] | None}
     store.store(group="env", name="base_table", node=schema_of(TableEnv, types_=table_types))
     lm_trainer = schema_of(LanguageModelTrainer, types_={"dataset": corpus_schema()})
     store.store(group="env", name="base_lm", node=childnet(lm_trainer))

@@ -28,7 +28,8 @@ class TableEnv(ChildNetEnv):
         space: the search space (a shipped name such as ``transnas101_micro``, or a YAML path) whose
             ``network`` is ``table``; required.
         table: the CSV's path (relative to where you run); required.
-        reward: the column the search maximises (higher is better); required.
+        reward: the column the search maximises (higher is better), or a list of columns: a multi-task reward,
+            the mean of the architecture's percentiles in them / 100 (``TableEvaluator``); required.
         key_column: the column holding each architecture's choices in the space's decision order, joined by ``-``.
         reported: the columns reported (raw, in ``info`` and ``history.csv``); null: every numeric column.
         reward_scale: how the reward column becomes the reward: ``minmax`` (the table's worst 0, its best 1),
@@ -39,7 +40,7 @@ class TableEnv(ChildNetEnv):
         self,
         space: str | Path | dict[str, Any] | SearchSpace | None = None,
         table: str | Path | TableEvaluator | None = None,
-        reward: str | None = None,
+        reward: str | Sequence[str] | None = None,
         key_column: str = "arch",
         reported: Sequence[str] | None = None,
         reward_scale: str = "minmax",
