@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import io
 import os
+import random
 import runpy
 import shutil
 import subprocess
@@ -140,3 +141,19 @@ def _in_process(
 @pytest.fixture
 def toy_space() -> dict:
     return dict(TOY_SPACE)
+
+
+def write_small_corpus(path: Path, lines: int = 200) -> Path:
+    """A small made-up play in the plain-text format of the char-rnn corpus (a speaker's line, then the speech,
+    then a blank line), for the tests that read a corpus: the real one is data, kept outside the repository."""
+    rng = random.Random(0)
+    speakers = ["First Citizen", "Second Citizen", "MENENIUS", "MARCIUS"]
+    words = "the a of and to my your this that is not be we you what good lord speak hear now come".split()
+    text = []
+    for i in range(lines // 3):
+        text.append(f"{speakers[i % len(speakers)]}:")
+        text.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))).capitalize() + ".")
+        text.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text))
+    return path

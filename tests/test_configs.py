@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, write_small_corpus
 from nasrl.controller.build import build_env, build_policy
 from nasrl.controller.policy import Policy
 from nasrl.env.evaluators.data import DataError
@@ -16,7 +16,6 @@ CONTROLLERS = sorted(p.stem for p in (ROOT / "conf" / "controller").glob("*.yaml
 ENVS = sorted(p.stem for p in (ROOT / "conf" / "env").glob("*.yaml"))
 NEEDS_A_FOLDER = {"cifar10", "mnist", "fashion_mnist"}
 SHARED_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "cifar10.csv"
-SMALL_CORPUS = ROOT / "tests" / "fixtures" / "data" / "tinyshakespeare.txt"  # env=lm's reads $NASRL_DATA's
 
 
 def composed(*overrides: str):
@@ -69,7 +68,7 @@ def test_every_combination_composes_and_instantiates(env_name: str, controller_c
         (tmp_path / "t.csv").write_text(f"arch,jigsaw\n{'1-1-1-1-2-3' if macro else '0-1-2-3-0-1'},90.5\n")
         cfg.env.table, cfg.env.reward = str(tmp_path / "t.csv"), "jigsaw"
     if env_name in ("lm", "lm_ws"):
-        cfg.env.evaluator.dataset.path = str(SMALL_CORPUS)
+        cfg.env.evaluator.dataset.path = str(write_small_corpus(tmp_path / "corpus.txt"))  # not $NASRL_DATA's
     if env_name in NEEDS_A_FOLDER:  # nothing is downloaded: without the user's folder, a clear error
         cfg.env.evaluator.dataset.root = str(tmp_path / "nowhere")
         with pytest.raises(DataError, match="not found: expected the files"):

@@ -1,6 +1,7 @@
 """nasrl-data: downloads verified by SHA-256, the NAS-Bench-201 join, one-line errors offline, and the configs
 finding the data in the data root with no path given. Offline: the sources are fixtures in their exact formats
-(tests/fixtures/data/) served from file:// folders."""
+(tests/fixtures/data/ for NASGraph-Public's CSVs; the pickled DataFrame and a made-up corpus written by the tests)
+served from file:// folders."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, write_small_corpus
 from nasrl.controller.build import build_env
 from nasrl.env.evaluators import downloads
 from nasrl.env.evaluators.data import DataError
@@ -81,22 +82,28 @@ def nb201_sources(tmp_path) -> dict[str, Source]:
     return serve(tmp_path / "server", [*(FIXTURES / n for n in NASGRAPH), mini])
 
 
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A small made-up corpus under the name nasrl-data keeps tiny-shakespeare as."""
+    return write_small_corpus(tmp_path / "corpus" / "tinyshakespeare.txt")
+
+
 def quiet(_: str) -> None:
     """A log that prints nothing."""
 
 
-def test_tinyshakespeare_is_downloaded_verified_and_read_by_env_lm(tmp_path, monkeypatch, capsys) -> None:
-    served = serve(tmp_path / "server", [FIXTURES / "tinyshakespeare.txt"])
+def test_tinyshakespeare_is_downloaded_verified_and_read_by_env_lm(tmp_path, corpus, monkeypatch, capsys) -> None:
+    served = serve(tmp_path / "server", [corpus])
     monkeypatch.setattr(downloads, "SOURCES", served)
     root = tmp_path / "data"
     main(["tinyshakespeare", "--root", str(root)])
-    corpus = root / "text" / "tinyshakespeare.txt"
-    assert corpus.read_bytes() == (FIXTURES / "tinyshakespeare.txt").read_bytes()
+    kept = root / "text" / "tinyshakespeare.txt"
+    assert kept.read_bytes() == corpus.read_bytes()
     assert "downloading file://" in capsys.readouterr().out
-    assert [p.name for p in corpus.parent.iterdir()] == ["tinyshakespeare.txt"]  # no temporary file left
+    assert [p.name for p in kept.parent.iterdir()] == ["tinyshakespeare.txt"]  # no temporary file left
     umask = os.umask(0)
     os.umask(umask)
-    assert corpus.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not the temporary file's 0600
+    assert kept.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not the temporary file's 0600
     main(["tinyshakespeare", "--root", str(root)])  # present: checked, not downloaded again
     assert "checksum verified" in capsys.readouterr().out
 
@@ -146,12 +153,12 @@ def test_the_built_table_has_the_shared_tables_format_and_values(tmp_path, nb201
     assert built == shared
 
 
-def test_a_corrupted_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch, capsys) -> None:
+def test_a_corrupted_download_is_refused_and_leaves_nothing(tmp_path, corpus, monkeypatch, capsys) -> None:
     bad = tmp_path / "made" / "tinyshakespeare.txt"
     bad.parent.mkdir()  # the fixture, one letter changed
-    bad.write_bytes((FIXTURES / "tinyshakespeare.txt").read_bytes().replace(b"Citizen", b"Citizem", 1))
+    bad.write_bytes(corpus.read_bytes().replace(b"Citizen", b"Citizem", 1))
     served = serve(tmp_path / "server", [bad])
-    expected = sha256(FIXTURES / "tinyshakespeare.txt")
+    expected = sha256(corpus)
     corrupted = Source(served["tinyshakespeare.txt"].url, expected)
     monkeypatch.setattr(downloads, "SOURCES", {"tinyshakespeare.txt": corrupted})
     root = tmp_path / "data"
@@ -164,7 +171,7 @@ def test_a_corrupted_download_is_refused_and_leaves_nothing(tmp_path, monkeypatc
 
     # a good file already there survives a forced download that fails its check
     good = root / "text" / "tinyshakespeare.txt"
-    shutil.copy(FIXTURES / "tinyshakespeare.txt", good)
+    shutil.copy(corpus, good)
     with pytest.raises(SystemExit):
         main(["tinyshakespeare", "--root", str(root), "--force"])
     assert sha256(good) == expected and [p.name for p in good.parent.iterdir()] == [good.name]
@@ -185,7 +192,7 @@ def test_sources_that_disagree_are_refused_and_nothing_is_written(tmp_path) -> N
         assert not list((root / "nb201").glob("*.csv")) and not list((root / "nb201").glob(".*"))
 
 
-def test_offline_names_the_url_and_where_to_place_the_file(tmp_path, monkeypatch, nb201_sources) -> None:
+def test_offline_names_the_url_and_where_to_place_the_file(tmp_path, corpus, monkeypatch, nb201_sources) -> None:
     with socket.socket() as s:  # a port nothing listens on once it is closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -199,10 +206,10 @@ def test_offline_names_the_url_and_where_to_place_the_file(tmp_path, monkeypatch
         assert message.startswith(f"error: cannot download {url} (") and "\n" not in message
         assert f"place it at {place}, then run `nasrl-data tinyshakespeare` again" in message
         assert not place.exists()
-    shutil.copy(FIXTURES / "tinyshakespeare.txt", place)
+    shutil.copy(corpus, place)
     with pytest.raises(SystemExit, match=r"is kept as it was; run `nasrl-data tinyshakespeare` without --force"):
         main(["tinyshakespeare", "--root", str(root), "--force"])
-    assert place.read_bytes() == (FIXTURES / "tinyshakespeare.txt").read_bytes()
+    assert place.read_bytes() == corpus.read_bytes()
 
     # placed by hand, the sources are checked and used as if downloaded
     unreachable = {k: Source(f"http://127.0.0.1:{port}/{k}", s.sha256) for k, s in nb201_sources.items()}
@@ -221,8 +228,8 @@ def test_offline_names_the_url_and_where_to_place_the_file(tmp_path, monkeypatch
         main(["nb201", "--root", str(root)])
 
 
-def test_a_mirror_replaces_where_files_come_from_not_their_checksums(tmp_path, monkeypatch) -> None:
-    served = serve(tmp_path / "mirror", [FIXTURES / "tinyshakespeare.txt"])
+def test_a_mirror_replaces_where_files_come_from_not_their_checksums(tmp_path, corpus, monkeypatch) -> None:
+    served = serve(tmp_path / "mirror", [corpus])
     real_url = "https://example.invalid/input.txt"
     elsewhere = Source(real_url, served["tinyshakespeare.txt"].sha256)
     monkeypatch.setattr(downloads, "SOURCES", {"tinyshakespeare.txt": elsewhere})
@@ -238,10 +245,10 @@ def test_without_pandas_nb201_says_which_extra_to_install(tmp_path, monkeypatch,
     assert not (tmp_path / NB201_SOURCES).exists()  # said before anything was downloaded
 
 
-def test_the_listing_says_what_is_present_where(tmp_path, monkeypatch, capsys) -> None:
+def test_the_listing_says_what_is_present_where(tmp_path, corpus, monkeypatch, capsys) -> None:
     monkeypatch.setenv("NASRL_DATA", str(tmp_path))
     (tmp_path / "text").mkdir()
-    shutil.copy(FIXTURES / "tinyshakespeare.txt", tmp_path / "text" / "tinyshakespeare.txt")
+    shutil.copy(corpus, tmp_path / "text" / "tinyshakespeare.txt")
     main([])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"data root: {tmp_path}"
