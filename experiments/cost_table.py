@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from nasrl.controller.pareto import candidates, pareto_front
-from nasrl.controller.runfolder import SearchError, read_best, read_elapsed_minutes, read_history
+from nasrl.controller.runfolder import read_best, read_elapsed_minutes, read_history
+from nasrl.scripts.app import stops_on_bad_input
 
 SEARCHES = (
     ("accuracy", "accuracy alone (the default)"),
@@ -69,12 +70,10 @@ def plot(fronts: dict, figure: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with stops_on_bad_input():  # e.g. a 0.1.0 run folder, whose checkpoint needs NASRL_TRUST_PICKLES=1
         folder = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/cost_result")
         main(
             folder,
             int(sys.argv[2]) if len(sys.argv) > 2 else 0,
             Path(sys.argv[3]) if len(sys.argv) > 3 else folder / "fronts.png",
         )
-    except SearchError as exc:  # e.g. a run folder of 0.1.0, whose checkpoint needs NASRL_TRUST_PICKLES=1
-        sys.exit(f"error: {exc}")

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from nasrl.controller.runfolder import SearchError, read_elapsed_minutes, read_history
+from nasrl.controller.runfolder import read_elapsed_minutes, read_history
 from nasrl.controller.stats import mean_std
+from nasrl.scripts.app import stops_on_bad_input
 
 CELLS = [
     ("lstm", "searched cell (LSTM controller)"),
@@ -48,7 +49,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with stops_on_bad_input():  # e.g. a 0.1.0 run folder, whose checkpoint needs NASRL_TRUST_PICKLES=1
         main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/lm_result"))
-    except SearchError as exc:  # e.g. a run folder of 0.1.0, whose checkpoint needs NASRL_TRUST_PICKLES=1
-        sys.exit(f"error: {exc}")
