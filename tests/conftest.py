@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,12 @@ def write_small_corpus(path: Path, lines: int = 200) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))
     return path
+
+
+def play(env: Any, tokens: list[int]) -> tuple[float, dict]:
+    """One episode of ``tokens`` from ``reset(seed=0)``: the last step's reward and info (the episode must end)."""
+    env.reset(seed=0)
+    for token in tokens:
+        _, reward, done, _, info = env.step(token)
+    assert done
+    return float(reward), info

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import play
 from nasrl.controller.build import build_env
 from nasrl.controller.monitor import env_hparams
 from nasrl.controller.policy import TokenSpec
@@ -160,13 +161,6 @@ class Capable(Evaluator):
 
     def cost(self, arch: Architecture) -> float:
         return float(arch.tokens[1])
-
-
-def play(env: ChildNetEnv, tokens: list[int]) -> tuple[float, dict[str, Any]]:
-    env.reset(seed=0)
-    for token in tokens:
-        _, reward, _, _, info = env.step(token)
-    return float(reward), info
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["itself", "through SimulatedDurations"])

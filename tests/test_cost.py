@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_script
+from conftest import play, run_script
 from nasrl.controller.build import build_env
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
@@ -50,14 +50,6 @@ class CountingEvaluator(Evaluator):
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         self.calls += 1
         return EvalResult(0.8, params=count_parameters(self.build(arch)))
-
-
-def play(env: ChildNetEnv, tokens: list[int]) -> tuple[float, dict]:
-    env.reset(seed=0)
-    for t in tokens:
-        _, reward, done, _, info = env.step(t)
-    assert done
-    return reward, info
 
 
 # --- the reward's value on known numbers ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, run_script
+from conftest import ROOT, play, run_script
 from nasrl.controller.pareto import candidates, fronts, hypervolume
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
@@ -36,6 +36,10 @@ def accuracy(ops) -> float:
     """A made-up accuracy (percent), best for all nor_conv_3x3: the constraint must pull the search away from it."""
     value = {"none": 0.0, "skip_connect": 1.0, "nor_conv_1x1": 2.0, "nor_conv_3x3": 3.0, "avg_pool_3x3": 1.5}
     return 10.0 + sum(value[o] for o in ops) * 4
+
+
+def tokens_of(ops) -> list[int]:
+    return [OPS.index(op) for op in ops]
 
 
 def fpga(ops) -> float:
@@ -73,29 +77,21 @@ def env_of(tables, metric="fpga", target=LIMIT, mode="constraint", **kwargs) -> 
     )
 
 
-def play(env, ops) -> tuple[float, dict]:
-    env.reset(seed=0)
-    for op in ops:
-        _, reward, done, _, info = env.step(OPS.index(op))
-    assert done
-    return reward, info
-
-
 def test_a_table_cost_limits_and_weighs_the_reward_and_is_recorded(tables) -> None:
     env = env_of(tables)
     slow, fast = ("nor_conv_3x3",) * 6, ("nor_conv_3x3", "nor_conv_3x3", "skip_connect", "none", "skip_connect", "none")
-    reward, info = play(env, slow)
+    reward, info = play(env, tokens_of(slow))
     assert (reward, info["over_limit"], info["fpga"]) == (0.0, 1, 7.0)
     assert info["reason"] == "fpga 7 over the limit 3"
-    reward, info = play(env, fast)
+    reward, info = play(env, tokens_of(fast))
     assert (reward, info["over_limit"], info["fpga"]) == (accuracy(fast) / 100, 0, LIMIT)  # at the limit is within it
     assert "gpu_ms" not in info and info["params"] > 0 and info["flops"] > 0  # only the objective's column
     soft = env_of(tables, target=2.0, mode="soft")
-    reward, info = play(soft, fast)
+    reward, info = play(soft, tokens_of(fast))
     assert info["cost_factor"] == pytest.approx((3.0 / 2.0) ** -0.07)
     assert reward == pytest.approx(accuracy(fast) / 100 * (3.0 / 2.0) ** -0.07)
     # a counted cost beside a table: the table is joined but nothing of it is recorded
-    _, info = play(env_of(tables, metric="params", target=10**9), fast)
+    _, info = play(env_of(tables, metric="params", target=10**9), tokens_of(fast))
     assert "fpga" not in info and info["over_limit"] == 0
 
 
@@ -146,7 +142,7 @@ def test_an_architecture_without_a_row_is_refused_in_one_line(tables, tmp_path) 
         dst.writelines(itertools.islice(src, 101))  # the header and 100 cells
     env = env_of((table, tables[1]), expected_rows=None)
     with pytest.raises(CostTableError, match=r"architecture .* \(no index to look up\) has no row in the cost table"):
-        play(env, ("nor_conv_3x3",) * 6)
+        play(env, [OPS.index("nor_conv_3x3")] * 6)
 
 
 def test_a_constrained_search_never_reports_an_architecture_over_the_limit(tables, tmp_path) -> None:

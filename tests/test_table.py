@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from conftest import ROOT, run_script
+from conftest import ROOT, play, run_script
 from nasrl.controller.policy import TokenSpec
 from nasrl.controller.random_search import RandomPolicy
 from nasrl.controller.search import run_search
@@ -60,14 +60,6 @@ def write_toy(folder: Path, rows=None, header=("arch", "accuracy", "latency_ms",
 @pytest.fixture
 def toy(tmp_path: Path) -> tuple[Path, Path]:
     return write_toy(tmp_path)
-
-
-def play(env: TableEnv, tokens: list[int]) -> tuple[float, dict]:
-    env.reset(seed=0)
-    for t in tokens:
-        _, reward, done, _, info = env.step(t)
-    assert done
-    return reward, info
 
 
 def test_a_key_is_the_choices_in_decision_order_and_every_numeric_column_is_reported(toy) -> None:
