@@ -28,7 +28,6 @@ from nasrl.controller.build import build_env, build_policy, seed_everything
 from nasrl.controller.pareto import COSTS, hypervolume
 from nasrl.controller.search import MODES, run_search
 from nasrl.env.childnet import token_env
-from nasrl.env.evaluators.table import TableEvaluator
 from nasrl.env.runners.clock import VirtualClockRunner
 from nasrl.env.runners.durations import DURATIONS, SimulatedDurations
 from nasrl.scripts.app import register_configs, report, run_app, stops_on_bad_input
@@ -305,10 +304,9 @@ def _benchmark(cfg: DictConfig) -> None:
     hv_reference: tuple[float, float] | None = _hv_reference(bench.hv_reference)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     evaluator = token_env(build_env(OmegaConf.create(env_cfg))).evaluator  # fail fast on a bad table, here
-    columns = list(cfg.env.get("reported_columns", []))
-    if isinstance(evaluator, TableEvaluator):  # env=table: the reward column's raw value first, then the others
-        columns = [evaluator.reward, *(c for c in evaluator.reported if c != evaluator.reward)]
-        hv_reference = None  # a table's rows have no parameter counts: no accuracy-against-parameters front
+    columns = list(evaluator.summary_columns)
+    if evaluator.input_shape is None:  # no networks, so no parameter counts: no accuracy-against-parameters front
+        hv_reference = None
     if not columns:
         raise ValueError(
             "the benchmark needs a tabular environment with reported columns (env=nb201, env=table, "

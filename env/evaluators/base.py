@@ -95,6 +95,12 @@ class Evaluator(ABC):
         """What a score of this evaluator measures, for printouts (shared weights: ``score``)."""
         return "validation accuracy"
 
+    @property
+    def summary_columns(self) -> tuple[str, ...]:
+        """The ``EvalResult.metrics`` a strategy benchmark (``nasrl-benchmark``) summarises for the architecture each
+        search reports, the first the one it tests; none (the default): the benchmark cannot run on it."""
+        return ()
+
     def describe_data(self) -> str | None:
         """The name of the data the children are scored on (a data set, a corpus, a table's file name without
         its suffix), for the run's hparams (``env.dataset``); None: no data set (a synthetic score)."""

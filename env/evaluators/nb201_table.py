@@ -75,6 +75,10 @@ class NB201Table(Evaluator):
     def fingerprint(self) -> dict[str, Any]:
         return {"evaluator": type(self).__name__, "table": str(self.table.resolve()), "reward": self.reward_column}
 
+    @property
+    def summary_columns(self) -> tuple[str, ...]:
+        return self.reported_columns
+
     def describe_data(self) -> str:
         """The table's file name without its suffix (``cifar10`` for NAS-Bench-201's)."""
         return self.table.stem

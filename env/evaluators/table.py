@@ -147,6 +147,11 @@ class TableEvaluator(Evaluator):
         return float(np.mean([percentile(self._sorted[c], row[c]) for c in self.tasks]))
 
     @property
+    def summary_columns(self) -> tuple[str, ...]:
+        """The reward's column (raw) first, then the other reported ones."""
+        return (self.reward, *(c for c in self.reported if c != self.reward))
+
+    @property
     def score_label(self) -> str:
         if len(self.tasks) > 1:
             return f"mean percentile over {', '.join(self.tasks)} / 100"

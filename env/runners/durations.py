@@ -140,6 +140,10 @@ class SimulatedDurations(Evaluator):
     def score_label(self) -> str:
         return self.evaluator.score_label
 
+    @property
+    def summary_columns(self) -> tuple[str, ...]:
+        return self.evaluator.summary_columns
+
     def describe_data(self) -> str | None:
         return self.evaluator.describe_data()
 
