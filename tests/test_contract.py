@@ -190,3 +190,10 @@ def test_a_users_evaluator_is_asked_for_each_capability(wrapped: bool, tmp_path:
                        runner=InProcessRunner(env.evaluator), run_dir=tmp_path)  # fmt: skip
     assert state.distinct == 3 and inner.calls[1] == {"round": 1}  # round_options, sent with a round's children
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["evaluator"] == {"rounds": inner.rounds}
+
+
+def test_simulated_durations_forwards_every_capability_of_the_contract() -> None:
+    """A capability added to Evaluator and forgotten in the wrapper would silently take the base's default."""
+    own = {"wait"}  # the wrapper's own setting (whether its evaluate sleeps), set per instance
+    capabilities = {name for name in dir(Evaluator) if not name.startswith("_")} - own
+    assert capabilities <= set(vars(SimulatedDurations)), sorted(capabilities - set(vars(SimulatedDurations)))

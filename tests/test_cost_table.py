@@ -95,16 +95,17 @@ def test_a_table_cost_limits_and_weighs_the_reward_and_is_recorded(tables) -> No
     assert "fpga" not in info and info["over_limit"] == 0
 
 
-def bad_costs(folder: Path) -> dict[str, Path]:
+def bad_costs(folder: Path, case: str) -> Path:
+    """The cost table of one bad ``case``, written only when asked for (each is a whole table)."""
     every = [[i, fpga(ops), 1.0] for i, ops in enumerate(CELLS)]
-    return {
-        "missing": folder / "nope.csv",
-        "no_key": write_costs(folder / "no_key.csv", every, header=("idx", "fpga", "gpu_ms")),
-        "short": write_costs(folder / "short.csv", every[:-1]),
-        "text": write_costs(folder / "text.csv", [*every[:5], [5, "fast", 1.0], *every[6:]]),
-        "empty": write_costs(folder / "empty.csv", [*every[:7], [7, 1.0, ""], *every[8:]]),
-        "duplicate": write_costs(folder / "duplicate.csv", [*every, every[3]]),
+    tables = {
+        "no_key": lambda path: write_costs(path, every, header=("idx", "fpga", "gpu_ms")),
+        "short": lambda path: write_costs(path, every[:-1]),
+        "text": lambda path: write_costs(path, [*every[:5], [5, "fast", 1.0], *every[6:]]),
+        "empty": lambda path: write_costs(path, [*every[:7], [7, 1.0, ""], *every[8:]]),
+        "duplicate": lambda path: write_costs(path, [*every, every[3]]),
     }
+    return folder / "nope.csv" if case == "missing" else tables[case](folder / f"{case}.csv")
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def bad_costs(folder: Path) -> dict[str, Path]:
     ],
 )
 def test_bad_cost_tables_and_metrics_are_refused_in_one_line(tables, tmp_path, case, kwargs, message) -> None:
-    costs = tables[1] if case == "good" else bad_costs(tmp_path)[case]
+    costs = tables[1] if case == "good" else bad_costs(tmp_path, case)
     with pytest.raises(ValueError, match=message) as caught:
         env_of(tables, costs=costs, **kwargs)
     assert "\n" not in str(caught.value)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import re
 import tempfile
@@ -239,6 +240,7 @@ def _help(owner: Any, cls: type, name: str, source: Any = None) -> str:
     return _markdown_cell(text)
 
 
+@functools.cache  # asked once per field: parse each class's source once
 def _field_comments(cls: type) -> dict[str, str]:
     """``name: type = default  # comment`` (and comment lines just above a field) in the source of ``cls``."""
     import inspect

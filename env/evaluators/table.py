@@ -44,7 +44,11 @@ def percentile(values: Sequence[float] | np.ndarray, value: float) -> float:
     """The percentile of ``value`` among ``values`` (a column over the table's rows): 100 x the share of rows
     below it, rows equal to it counted half (so the table's median row scores 50, and a tie of many rows does
     not lift them all to its top)."""
-    ordered = np.sort(np.asarray(values, dtype=float))
+    return percentile_in_sorted(np.sort(np.asarray(values, dtype=float)), value)
+
+
+def percentile_in_sorted(ordered: np.ndarray, value: float) -> float:
+    """:func:`percentile` of ``value`` among ``ordered``, already sorted (a table's column, sorted once)."""
     below = np.searchsorted(ordered, value, side="left")
     at_most = np.searchsorted(ordered, value, side="right")
     return float(100.0 * (below + 0.5 * (at_most - below)) / len(ordered))
@@ -144,7 +148,7 @@ class TableEvaluator(Evaluator):
         """The raw number the reward is made from: the reward column's value, or the mean percentile."""
         if len(self.tasks) == 1:
             return row[self.tasks[0]]
-        return float(np.mean([percentile(self._sorted[c], row[c]) for c in self.tasks]))
+        return float(np.mean([percentile_in_sorted(self._sorted[c], row[c]) for c in self.tasks]))
 
     @property
     def summary_columns(self) -> tuple[str, ...]:
@@ -170,10 +174,6 @@ class TableEvaluator(Evaluator):
         check_keys(self.rows, space, self.table, self.key_column)
 
     # --- what tabular experiments read ---------------------------------------------------------------------
-
-    def key(self, arch: Architecture) -> str:
-        """The table key of ``arch``."""
-        return table_key(arch)
 
     def row(self, arch: Architecture | str) -> dict[str, float]:
         """Every numeric column of ``arch``'s row (an architecture or its key); a one-line error if absent."""
