@@ -40,15 +40,17 @@ from omegaconf import OmegaConf
 
 from nasrl.env.evaluators.table import TableError, TableEvaluator, normalised_regret, numeric_columns, percentile
 from nasrl.scripts.app import register_configs
-from nasrl.scripts.benchmark import search_once
+from nasrl.scripts.benchmark import best_index, search_once
 
 LOO = "without:"  # a leave-one-out search's name: without:TASK
 
 
 def returned(rewards: list[float], metrics: list[dict], budget: int) -> dict[str, float]:
-    """Every column of the architecture a search returns: the first with its best reward among the first
-    ``budget`` distinct evaluations."""
-    return metrics[int(np.argmax(rewards[:budget]))]
+    """Every column of the architecture a search returns (:func:`nasrl.scripts.benchmark.best_index`)."""
+    best = best_index(rewards, metrics, budget)
+    if best is None:
+        raise TableError(f"no architecture of the first {budget} met the objective's limit")
+    return metrics[best]
 
 
 def transfer_matrix(searches: dict[str, list[dict[str, float]]], tasks: list[str], table: TableEvaluator) -> np.ndarray:

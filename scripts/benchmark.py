@@ -60,6 +60,13 @@ def search_once(
     return name, seed, [row["reward"] for row in firsts], metrics, cost
 
 
+def best_index(rewards: list[float], metrics: list[dict], budget: int) -> int | None:
+    """The architecture a search of ``budget`` distinct evaluations reports: the first with the best reward, among
+    those within a constraint's limit (None: none was); :func:`best_so_far` applies the same rule at every k."""
+    within = [k for k in range(min(budget, len(rewards))) if not metrics[k].get("over_limit")]
+    return max(within, key=lambda k: (rewards[k], -k)) if within else None
+
+
 def best_so_far(rewards: list[float], metrics: list[dict], column: str, budget: int) -> np.ndarray:
     """For k = 1..budget: ``column`` of the best-reward architecture among the first k (the last value
     is carried forward when a search stopped early at its episode cap). Architectures over a constraint's

@@ -21,7 +21,7 @@ from nasrl.env.evaluators.cost_table import CostTableError
 from nasrl.env.nb201 import NASBench201Env
 from nasrl.env.rewards import CostObjective
 from nasrl.env.spaces.nb201_cell import EDGES, OPS, arch_string
-from nasrl.scripts.benchmark import best_so_far
+from nasrl.scripts.benchmark import best_index, best_so_far
 
 SHARED = ROOT.parent / "shared" / "data" / "nb201"
 needs_shared_tables = pytest.mark.skipif(
@@ -195,6 +195,7 @@ def test_the_benchmarks_best_so_far_skips_architectures_over_the_limit() -> None
     # over the limit: the limit decides, not the reward
     out = best_so_far([0.0, 0.5, 0.9], metrics, "acc", 4)
     assert np.isnan(out[0]) and list(out[1:]) == [50.0, 50.0, 50.0]
+    assert (best_index([0.0, 0.5, 0.9], metrics, 1), best_index([0.0, 0.5, 0.9], metrics, 3)) == (None, 1)
 
 
 def test_nasrl_train_and_benchmark_take_a_cost_table(tables, tmp_path) -> None:
