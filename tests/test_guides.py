@@ -115,3 +115,46 @@ def _check_command(words: list[str], folder: Path, run: str) -> None:
     register_configs()
     with initialize_config_module("nasrl.conf", version_base="1.3"):
         assert compose(config, overrides=retarget(overrides)) is not None
+
+
+def _a_run_folder(folder: Path) -> dict[str, Any]:
+    """What docs/guides/run-folder.md reads: a run folder at the path it names."""
+    done = run_script("train.py", "env=synthetic", "search.budget=3", "search.progress=false",
+                      "hydra.run.dir=outputs/mnist1d-lstm-seed0/2026-11-28_12-00-00", cwd=folder)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {}
+
+
+def _a_retrained_model(folder: Path) -> dict[str, Any]:
+    """What docs/guides/retraining-and-export.md loads: a model retrained at the path it names, and raw inputs."""
+    import torch
+
+    done = run_script("retrain.py", "arch=[0,2,0]", "space=mlp", "dataset={name:digits}", "retrain.epochs=1",
+                      "hydra.run.dir=outputs/retrain/2026-11-28/23-00-00", cwd=folder)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {"raw_inputs": 16 * torch.rand(4, 1, 8, 8)}  # digits: (N, *input_shape), pixels valued 0..16
+
+
+# Pages whose Python reads files a user has (a run folder, a retrained model): made first, at the paths they name.
+OTHER_PAGES = {
+    "getting-started/install": lambda folder: {},
+    "getting-started/concepts": lambda folder: {},
+    "guides/run-folder": _a_run_folder,
+    "guides/retraining-and-export": _a_retrained_model,
+}
+
+
+def test_every_page_with_python_is_run() -> None:
+    pages = {p.relative_to(ROOT / "docs").with_suffix("").as_posix() for p in (ROOT / "docs").rglob("*.md")
+             if "```python" in p.read_text()}  # fmt: skip
+    run_by_the_guide_test = {f"guides/{g}" for g in GUIDES}
+    assert pages - run_by_the_guide_test == set(OTHER_PAGES)
+
+
+@pytest.mark.parametrize("page", OTHER_PAGES)
+def test_the_python_of_a_page_runs(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace = OTHER_PAGES[page](tmp_path)
+    for lang, _, body in FENCE.findall((ROOT / "docs" / f"{page}.md").read_text()):
+        if lang == "python":
+            exec(compile(body, f"docs/{page}.md", "exec"), namespace)
