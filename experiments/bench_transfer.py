@@ -1,7 +1,7 @@
 """How well an architecture searched for one task does on the others: a transfer matrix over a table's tasks.
 
     python experiments/bench_transfer.py --table ../shared/data/transnas101/micro.csv --space transnas101_micro \\
-        --strategies random evolution --seeds 10 --budget 50 --out transfer-micro
+        --strategies random evolution --seeds 10 --budget 50 --loo-budget 100 --out transfer-micro
 
 For one space's table and each strategy x seed, it searches once with each task (numeric column) as the reward
 and takes the architecture the search returns (its best by its own reward, the first found among ties); it
@@ -95,9 +95,11 @@ def study(
     workers: int = 2,
     tasks: list[str] | None = None,
     overrides: list[str] | None = None,
+    loo_budget: int | None = None,
 ) -> dict[str, Any]:
     """Run every search (strategy x seed x (each task, and each leave-one-out)) and score them; returns the
-    matrices (per strategy, as nested lists), the leave-one-out rows and the seconds it took."""
+    matrices (per strategy, as nested lists), the leave-one-out rows and the seconds it took. The task searches
+    spend ``budget`` distinct evaluations, the leave-one-out searches ``loo_budget`` (default: ``budget``)."""
     register_configs()
     with initialize_config_module("nasrl.conf", version_base=None):  # the installed configs
         cfg = compose(
@@ -114,9 +116,10 @@ def study(
     assert isinstance(env, dict)
     rewards: dict[str, Any] = {t: t for t in tasks} | {LOO + h: [t for t in tasks if t != h] for h in tasks}
     simulated = {"workers": 1, "mode": "rounds", "durations": "flops"}
+    budgets = {search: (loo_budget or budget) if search.startswith(LOO) else budget for search in rewards}
     jobs = [
         (f"{name}|{search}", OmegaConf.to_container(cfg.strategies[name], resolve=True), env | {"reward": reward},
-         seed, budget, cfg.benchmark.max_episodes_factor * budget, simulated)
+         seed, budgets[search], cfg.benchmark.max_episodes_factor * budgets[search], simulated)
         for name in strategies for search, reward in rewards.items()
         for seed in range(first_seed, first_seed + seeds)
     ]  # fmt: skip
@@ -129,7 +132,7 @@ def study(
             searches = map(search_once, jobs)
         for label, _, evaluated, metrics, _ in searches:
             name, search = label.split("|")
-            found[name][search].append(returned(evaluated, metrics, budget))
+            found[name][search].append(returned(evaluated, metrics, budgets[search]))
     seconds = time.monotonic() - start
 
     values = {t: [row[t] for row in table.rows.values()] for t in tasks}
@@ -176,7 +179,9 @@ def write(out: Path, result: dict[str, Any], settings: dict[str, Any]) -> None:
             cells = [e[s][k] for s in [*strategies, "ceiling"] for k in ("regret", "percentile")]
             writer.writerow([e["held_out"], *(f"{v:.4f}" for v in cells)])
 
-    lines = [f"Settings: {settings['command']}", "", f"{result['searches']} searches in {result['seconds']:.0f} s.", ""]
+    budgets = f"budget {settings['budget']}, leave-one-out budget {settings.get('loo_budget') or settings['budget']}"
+    searches = f"{result['searches']} searches in {result['seconds']:.0f} s ({budgets})."
+    lines = [f"Settings: {settings['command']}", "", searches, ""]
     for name in strategies:
         lines += [f"Mean normalised regret, `{name}` (rows: searched on; columns: scored on; 0 = the task's best, "
                   "1 = its median):", "", "| searched on | " + " | ".join(tasks) + " |",
@@ -242,16 +247,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=50, help="distinct evaluations per search")
+    parser.add_argument(
+        "--loo-budget", type=int, default=None, help="distinct evaluations per leave-one-out search (default: --budget)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="transfer", help="the folder to write into")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the benchmark's config, after --")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.budget < 1:
-        parser.error(f"--seeds and --budget must be at least 1, got {args.seeds} and {args.budget}")
+    if args.seeds < 1 or args.budget < 1 or (args.loo_budget is not None and args.loo_budget < 1):
+        parser.error(
+            f"--seeds, --budget and --loo-budget must be at least 1, got {args.seeds}, {args.budget} "
+            f"and {args.loo_budget}"
+        )
     space = args.space or f"transnas101_{Path(args.table).stem}"
     try:
         result = study(args.table, space, args.strategies, args.seeds, args.first_seed, args.budget, args.workers,
-                       args.tasks, args.overrides)  # fmt: skip
+                       args.tasks, args.overrides, args.loo_budget)  # fmt: skip
     except (TableError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     command = "python experiments/bench_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -112,6 +112,25 @@ def test_the_transfer_matrix_and_leave_one_out_by_hand(toy) -> None:
             assert (entry[who]["regret"], entry[who]["percentile"]) == pytest.approx((regret, pct)), who
 
 
+def test_leave_one_out_searches_spend_their_own_budget(toy, monkeypatch) -> None:
+    space, table = toy
+    bench = load_experiment("bench_transfer.py")
+    spent: dict[str, set[int]] = {}
+    search_once = bench.search_once
+
+    def recorded(job: tuple) -> tuple:
+        label, budget, max_episodes = job[0], job[4], job[5]
+        spent.setdefault(label.split("|")[1], set()).add(budget)
+        result = search_once(job)
+        assert len(result[2]) <= budget and max_episodes == 20 * budget  # the benchmark's max_episodes_factor
+        return result
+
+    monkeypatch.setattr(bench, "search_once", recorded)
+    result = bench.study(str(table), str(space), ["random"], seeds=2, first_seed=0, budget=8, workers=1, loo_budget=3)
+    assert spent == {"a": {8}, "b": {8}, "c": {8}, "without:a": {3}, "without:b": {3}, "without:c": {3}}
+    assert np.array(result["matrix"]["random"]) == pytest.approx(np.array(MATRIX))  # 8: the whole toy space
+
+
 def test_the_script_writes_its_csv_markdown_and_heat_map(toy, tmp_path: Path) -> None:
     space, table = toy
     args = ("--table", str(table), "--space", str(space), "--strategies", "random", "--seeds", "1", "--budget", "8",
