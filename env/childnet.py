@@ -36,6 +36,7 @@ the loop takes ``env.unwrapped`` through :func:`token_env` once, which names wha
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,10 @@ def token_env(env: gym.Env) -> TokenEnv:
     return base
 
 
+# objective.prune's tables, by (cost table, its mtime and size, metric, limit, space): see ChildNetEnv._prune
+_WITHIN_LIMIT: dict[tuple, dict[tuple[int, ...], tuple[int, ...]]] = {}
+
+
 class ChildNetEnv(gym.Env):
     """A Gymnasium environment whose episodes emit an architecture token by token.
 
@@ -169,6 +174,8 @@ class ChildNetEnv(gym.Env):
         self.objective = objective if objective is not None else CostObjective()
         self.cost_table = cost_table
         self.table_metric = self._table_metric()  # the objective's metric when the cost table gives it, else None
+        # objective.prune: prefix -> the choices after which an architecture within the limit remains
+        self._within_limit = self._prune() if self.objective.prune else None
         self.costs: CostMeter | None = None  # None: an evaluator whose children's costs cannot be counted
         if can_measure(evaluator):
             o = self.objective
@@ -246,10 +253,11 @@ class ChildNetEnv(gym.Env):
                 f"invalid action {action!r} for decision '{dtype.name}' (layer {self._decision.layer}, "
                 f"position {len(self._tokens)}): valid actions are 0..{n - 1} ({', '.join(dtype.labels[:n])})"
             )
-        if self.space.constraints and token not in (allowed := self.space.allowed(self._tokens)):
+        if (allowed := self._allowed()) is not None and token not in allowed:
+            rule = "the space's constraints" if self._within_limit is None else "the objective's limit (prune)"
             raise ValueError(
                 f"invalid action {action!r} for decision '{dtype.name}' (layer {self._decision.layer}, "
-                f"position {len(self._tokens)}): the space's constraints allow only {list(allowed)} "
+                f"position {len(self._tokens)}): {rule} allow only {list(allowed)} "
                 f"({', '.join(dtype.labels[a] for a in allowed)})"
             )
         self._tokens.append(token)
@@ -325,6 +333,53 @@ class ChildNetEnv(gym.Env):
             )
         return metric if metric in table.columns else None
 
+    def _prune(self) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """For ``objective.prune``: every prefix of an architecture within the limit -> the choices after it that
+        lead to one, from the cost table's value of every architecture of the space (enumerated once per process
+        for a table, metric, limit and space: a benchmark builds an environment per search)."""
+        metric, target = self.objective.metric, self.objective.target
+        if self.table_metric is None or self.cost_table is None:
+            raise ValueError(
+                f"env.objective.prune=true needs the limit's metric from a cost table (env.costs), so that every "
+                f"architecture's cost is known before the search; got env.objective.metric={metric!r}"
+            )
+        if (size := self.space.size()) > CostObjective.MAX_PRUNED:
+            raise ValueError(
+                f"env.objective.prune=true enumerates the space, and '{self.space.name}' has {size:,} architectures "
+                f"(at most {CostObjective.MAX_PRUNED:,}); set env.objective.prune=false"
+            )
+        assert target is not None and metric is not None
+        path = self.cost_table.path.resolve()
+        stat = path.stat()
+        key = (
+            str(path),
+            stat.st_mtime_ns,
+            stat.st_size,
+            metric,
+            target,
+            json.dumps(self.space.to_dict(), sort_keys=True),
+        )
+        if key not in _WITHIN_LIMIT:
+            within: dict[tuple[int, ...], set[int]] = {}
+            for tokens in self.space.sequences():
+                if self.cost_table.costs(self.space.decode(tokens), (metric,))[metric] <= target:
+                    for i in range(len(tokens)):
+                        within.setdefault(tokens[:i], set()).add(tokens[i])
+            _WITHIN_LIMIT[key] = {prefix: tuple(sorted(choices)) for prefix, choices in within.items()}
+        if not _WITHIN_LIMIT[key]:
+            raise ValueError(
+                f"no architecture of '{self.space.name}' has {metric} <= {target:g} (env.objective.target): "
+                f"the search has nothing to propose; raise the limit"
+            )
+        return _WITHIN_LIMIT[key]
+
+    def _allowed(self) -> tuple[int, ...] | None:
+        """The choices valid now where something rules some out (the space's constraints, ``objective.prune``),
+        else None (every choice of the decision)."""
+        if self._within_limit is not None:
+            return self._within_limit[tuple(self._tokens)]
+        return self.space.allowed(self._tokens) if self.space.constraints else None
+
     def child_seed(self, tokens: tuple[int, ...]) -> int:
         digest = hashlib.sha256(f"{self._seed_base}:{list(tokens)}".encode()).hexdigest()
         return int(digest[:8], 16)
@@ -398,8 +453,8 @@ class ChildNetEnv(gym.Env):
         mask = np.zeros(self.num_actions, dtype=np.int8)
         if self._decision is None:
             return mask
-        if self.space.constraints:  # the choices after which the space's constraints can still be met
-            mask[list(self.space.allowed(self._tokens))] = 1
+        if (allowed := self._allowed()) is not None:  # the choices after which the rules can still be met
+            mask[list(allowed)] = 1
         else:
             mask[: self.space.num_choices(self._decision)] = 1
         return mask

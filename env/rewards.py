@@ -40,6 +40,11 @@ class CostObjective:
             accuracy.
         w: the soft exponent (<= 0).
         w_over: the hard exponent above T (<= 0).
+        prune: ``constraint`` mode with a cost table's column as ``metric`` (every architecture's cost known before
+            any is evaluated): the action mask rules out each choice after which no architecture within the limit
+            remains, so a search proposes only architectures within it and spends no budget on the others
+            (``ChildNetEnv`` enumerates the space once; at most :data:`MAX_PRUNED` architectures). Off: a child
+            over the limit is proposed, gets ``failure_reward`` and counts toward the budget.
         record_latency: measure every child's latency even when ``metric`` is not ``latency_ms`` (so
             ``history.csv`` and ``pareto.csv`` have it); latency is measured only for this or that metric.
         latency_batch_size, latency_repeats, latency_warmup, latency_threads: how latency is measured: the
@@ -50,6 +55,7 @@ class CostObjective:
     """
 
     METRICS = ("params", "flops", "latency_ms")
+    MAX_PRUNED = 1_000_000  # architectures that ``prune`` may enumerate
     MODES = ("soft", "hard", "constraint")
 
     def __init__(
@@ -59,6 +65,7 @@ class CostObjective:
         mode: str = "soft",
         w: float = -0.07,
         w_over: float = -1.0,
+        prune: bool = False,
         record_latency: bool = False,
         latency_batch_size: int = 1,
         latency_repeats: int = 20,
@@ -82,6 +89,9 @@ class CostObjective:
         self.mode = mode
         self.w = float(w)
         self.w_over = float(w_over)
+        if prune and mode != "constraint":
+            raise ValueError(f"env.objective.prune=true needs env.objective.mode=constraint (a limit), got {mode!r}")
+        self.prune = bool(prune)
         self.record_latency = bool(record_latency)
         self.latency_batch_size = latency_batch_size
         self.latency_repeats = latency_repeats

@@ -70,11 +70,10 @@ def write_costs(path: Path, rows, header=("index", "fpga", "gpu_ms")) -> Path:
     return path
 
 
-def env_of(tables, metric="fpga", target=LIMIT, mode="constraint", **kwargs) -> NASBench201Env:
+def env_of(tables, metric="fpga", target=LIMIT, mode="constraint", prune=False, **kwargs) -> NASBench201Env:
     table, costs = tables
-    return NASBench201Env(
-        table, costs=kwargs.pop("costs", costs), objective=CostObjective(metric, target, mode), **kwargs
-    )
+    objective = CostObjective(metric, target, mode, prune=prune)
+    return NASBench201Env(table, costs=kwargs.pop("costs", costs), objective=objective, **kwargs)
 
 
 def test_a_table_cost_limits_and_weighs_the_reward_and_is_recorded(tables) -> None:
@@ -187,6 +186,32 @@ def test_a_search_with_every_child_over_the_limit_reports_none(tables, tmp_path)
     state = run_search(env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=8, max_episodes=50, run_dir=tmp_path)
     assert state.best is None and not (tmp_path / "best.json").exists()
     assert result_lines(state, env)[0].startswith("no architecture met the limit: all 8 distinct architectures")
+
+
+def test_a_pruned_search_proposes_only_architectures_within_the_limit(tables, tmp_path) -> None:
+    env = env_of(tables, prune=True)
+    within = {tuple(tokens_of(ops)) for ops in CELLS if fpga(ops) <= LIMIT}
+    assert 0 < len(within) < len(CELLS)
+    obs, _ = env.reset(seed=0)  # the mask: only choices after which a cell within the limit remains
+    for op in ("nor_conv_3x3", "nor_conv_3x3"):  # two 3x3 convolutions (3 ms): the rest may hold no convolution
+        assert obs["action_mask"].sum() == len(OPS)
+        obs, *_ = env.step(OPS.index(op))
+    assert [OPS[a] for a in np.flatnonzero(obs["action_mask"])] == ["none", "skip_connect", "avg_pool_3x3"]
+    with pytest.raises(
+        ValueError, match=r"^invalid action 3 .*the objective's limit \(prune\) allow only \[0, 1, 4\]"
+    ):
+        env.step(OPS.index("nor_conv_3x3"))
+    state = run_search(
+        env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=60, max_episodes=300, run_dir=tmp_path
+    )
+    assert state.distinct == 60 and not any(r["over_limit"] for r in state.history)
+    assert {tuple(int(t) for t in r["tokens"].split()) for r in state.history} <= within
+    with pytest.raises(ValueError, match=r"^no architecture of 'nb201' has fpga <= 0.5 .*raise the limit$"):
+        env_of(tables, target=0.5, prune=True)
+    with pytest.raises(ValueError, match=r"^env.objective.prune=true needs env.objective.mode=constraint"):
+        CostObjective("fpga", LIMIT, "soft", prune=True)
+    with pytest.raises(ValueError, match=r"^env.objective.prune=true needs the limit's metric from a cost table"):
+        env_of(tables, metric="params", target=1e6, prune=True)
 
 
 def test_the_benchmarks_best_so_far_skips_architectures_over_the_limit() -> None:

@@ -27,7 +27,7 @@ which values they accept, and whether skip connections or node inputs are allowe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -319,6 +319,16 @@ class SearchSpace:
             inputs=[tuple(f) for f in feeds],
             head_pool=self.head_pool,
         )
+
+    def sequences(self) -> Iterator[tuple[int, ...]]:
+        """Every token sequence of the space (:meth:`size` of them), depth first in token order."""
+        stack: list[tuple[int, ...]] = [()]
+        while stack:
+            tokens = stack.pop()
+            if self.next_decision(tokens) is None:
+                yield tokens
+            else:
+                stack.extend(tokens + (t,) for t in reversed(self.allowed(tokens)))
 
     def size(self) -> int:
         """The number of distinct token sequences in the space."""
