@@ -197,9 +197,7 @@ def test_a_pruned_search_proposes_only_architectures_within_the_limit(tables, tm
         assert obs["action_mask"].sum() == len(OPS)
         obs, *_ = env.step(OPS.index(op))
     assert [OPS[a] for a in np.flatnonzero(obs["action_mask"])] == ["none", "skip_connect", "avg_pool_3x3"]
-    with pytest.raises(
-        ValueError, match=r"^invalid action 3 .*the objective's limit \(prune\) allow only \[0, 1, 4\]"
-    ):
+    with pytest.raises(ValueError, match=r"^invalid action 3 .*the objective's limit \(prune\) allow only \[0, 1, 4\]"):
         env.step(OPS.index("nor_conv_3x3"))
     state = run_search(
         env, RandomPolicy(TokenSpec.from_env(env), seed=0), budget=60, max_episodes=300, run_dir=tmp_path
