@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import run_experiment
 from nasrl.env.spaces import fast_cell, rnn
 from nasrl.env.spaces.rnn import MAX_STATE_NORM, build_language_model, unroll_cell, unroll_cell_reference
 from nasrl.env.spaces.sampling import random_tokens
@@ -171,6 +174,19 @@ def test_without_gradients_the_fast_cell_only_runs_forward() -> None:
         reference, _ = unroll_cell_reference(projected, h0, weights, sources, activations, loose_ends)
     assert outputs.grad_fn is None and h.shape == h0.shape
     assert_close(outputs, reference, "outputs")
+
+
+def test_bench_cells_prints_the_table_and_writes_the_ratios(tmp_path) -> None:
+    args = ["--hidden", "8", "--threads", "1", "--cells", "2", "--steps", "3", "--batch", "2", "--repeats", "1"]
+    result = run_experiment("bench_cells.py", *args, "--out", "b.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 1 | 8 | " in result.stdout and "12-node reference" in result.stdout
+    (run,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert run["threads"] == 1 and run["hidden"] == 8
+    assert set(run["ms"]) == {"lstm", "gru", "5-node fast", "5-node reference", "12-node fast", "12-node reference"}
+    assert len(run["case_ms"]) == 2 + 2 * 2 * 2 and all(ms > 0 for ms in run["case_ms"].values())
+    refused = run_experiment("bench_cells.py", "--repeats", "0", cwd=tmp_path)
+    assert refused.returncode == 2 and "must be a positive integer, got 0" in refused.stderr
 
 
 @pytest.mark.cuda
