@@ -7,10 +7,13 @@
 # their cell from word-level to character-level Penn Treebank. About 40 minutes of searches and 40 of
 # retraining with JOBS=2 on 2 cores. Finished steps are skipped, so a second call picks up where one stopped.
 #   JOBS=2 bash experiments/lm_result.sh [OUT_FOLDER]        # then: python experiments/lm_table.py OUT_FOLDER
+#   EXTRA="env.space=rnn_cell_small" ...                     # more settings for every search (here: the 5-node
+#                                                            # space the table of commit 5e75b47 searched)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-outputs/lm_result}
 jobs=${JOBS:-1}
+extra=${EXTRA:-}  # more overrides for every search
 mkdir -p "$out"
 # the corpus every step reads: $NASRL_DATA/text/tinyshakespeare.txt, checked against its SHA-256 (fetched if absent;
 # offline, put a copy there first, e.g. ../shared/data/text/tinyshakespeare.txt)
@@ -22,7 +25,7 @@ for controller in lstm random; do
     search=$out/search_${controller}_$seed
     [ -f "$search/done" ] && continue
     echo "rm -rf $search && nasrl-train +experiment=lm_result controller=$controller seed=$seed \
-search.progress=false hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
+search.progress=false $extra hydra.run.dir=$search > $search.log 2>&1 && touch $search/done"
   done
 done | run_all
 

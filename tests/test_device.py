@@ -132,7 +132,7 @@ def test_cpu_and_auto_give_the_default_result_and_cache_key(digits, tmp_path, no
         assert trainer.fingerprint() == default.fingerprint(), settings
     corpus = load_corpus(write_text(tmp_path / "t.txt"))
     lm = {"hidden_size": 8, "max_steps": 3, "batch_size": 2, "bptt": 5, "val_tokens": 60}
-    lm_arch = load_space("rnn_cell").decode([0] * 9)
+    lm_arch = load_space("rnn_cell_small").decode([0] * 9)
     before = LanguageModelTrainer(corpus, **lm)
     after = LanguageModelTrainer(corpus, **lm, device="auto")
     assert before.evaluate(lm_arch, 2).score == after.evaluate(lm_arch, 2).score
@@ -249,7 +249,7 @@ class TestOnCuda:
         corpus = load_corpus(write_text(tmp_path / "t.txt"))
         trainer = LanguageModelTrainer(corpus, hidden_size=16, max_steps=20, batch_size=4, bptt=8, device="cuda")
         for cell in ([0] * 9, [1, 2, 0, 1, 0, 3, 1, 2, 0]):
-            result = trainer.evaluate(load_space("rnn_cell").decode(cell), seed=0)
+            result = trainer.evaluate(load_space("rnn_cell_small").decode(cell), seed=0)
             assert not result.failed and result.score is not None and result.score > 0, result
 
     def test_retraining_on_the_gpu_saves_a_model_that_loads_on_the_cpu(self, digits, tmp_path) -> None:
@@ -271,7 +271,7 @@ class TestOnCuda:
     def test_a_language_model_retrains_on_the_gpu(self, tmp_path) -> None:
         corpus = load_corpus(write_text(tmp_path / "t.txt"))
         recipe = LMRecipe(epochs=1, params=None, hidden_size=16, batch_size=4, bptt=8, device="cuda")
-        result = retrain_language_model(load_space("rnn_cell").decode([0] * 9), corpus, recipe)
+        result = retrain_language_model(load_space("rnn_cell_small").decode([0] * 9), corpus, recipe)
         assert result.device.startswith("cuda") and result.metrics["test_perplexity"] > 1
 
     def test_each_worker_process_trains_on_gpu_worker_mod_gpus(self) -> None:

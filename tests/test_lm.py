@@ -5,12 +5,29 @@ from __future__ import annotations
 import csv
 import json
 import math
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
+from gymnasium.utils.env_checker import (
+    check_env,
+    check_reset_options,
+    check_reset_return_info_deprecation,
+    check_reset_return_type,
+    check_reset_seed_determinism,
+    check_seed_deprecation,
+    check_space_limit,
+    data_equivalence,
+)
+from gymnasium.utils.passive_env_checker import (
+    check_action_space,
+    check_observation_space,
+    data_shares_objects,
+    env_reset_passive_checker,
+    env_step_passive_checker,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_script
@@ -60,9 +77,9 @@ def write_text_file(path: Path, lines: int = 200) -> Path:
     return path
 
 
-def lm_env(corpus: Path, **child) -> ChildNetEnv:
+def lm_env(corpus: Path, space: str = "rnn_cell", **child) -> ChildNetEnv:
     dataset = {"path": str(corpus), "level": "word"}
-    return ChildNetEnv(space="rnn_cell", evaluator=LanguageModelTrainer(dataset=dataset, **{**TINY_CHILD, **child}))
+    return ChildNetEnv(space=space, evaluator=LanguageModelTrainer(dataset=dataset, **{**TINY_CHILD, **child}))
 
 
 # --- the search space ----------------------------------------------------------------------------------
@@ -102,7 +119,7 @@ def test_the_cell_follows_the_enas_equations() -> None:
 
 
 def test_an_unbounded_cell_keeps_its_state_within_enas_norm() -> None:
-    arch = load_space("rnn_cell").decode([2, 2, 0, 2, 0, 2, 1, 2, 3])  # identity everywhere
+    arch = load_space("rnn_cell_small").decode([2, 2, 0, 2, 0, 2, 1, 2, 3])  # identity everywhere
     model = build_language_model(arch, vocab_size=7, hidden_size=16)
     with torch.no_grad():
         for p in model.cells[0].parameters():
@@ -126,7 +143,7 @@ def test_input_choices_beyond_the_earlier_nodes_are_masked_and_refused(tmp_path)
         obs, _, done, _, _ = env.step(valid - 1)  # the last valid choice
         if done:
             break
-    assert seen == [(1, 1), (2, 2), (3, 3), (4, 4)]  # node l chooses among the l nodes before it
+    assert seen == [(node, node) for node in range(1, 12)]  # node l chooses among the l nodes before it
 
 
 def test_a_recurrent_space_file_is_checked(tmp_path) -> None:
@@ -137,12 +154,71 @@ def test_a_recurrent_space_file_is_checked(tmp_path) -> None:
         load_space(bad)
     with pytest.raises(SpaceError, match="'elu'"):
         load_space({**bad, "node_inputs": True, "layer": [{"name": "activation", "choices": ["tanh", "elu"]}]})
-    assert (SHIPPED_SPACES / "rnn_cell.yaml").is_file()
-    assert load_space("rnn_cell").size() == 4**5 * 4 * 3 * 2
+    assert (SHIPPED_SPACES / "rnn_cell.yaml").is_file() and (SHIPPED_SPACES / "rnn_cell_small.yaml").is_file()
+    assert load_space("rnn_cell").size() == 4**12 * math.factorial(11)  # ENAS's 12 nodes
+    assert load_space("rnn_cell_small").size() == 4**5 * math.factorial(4)
 
 
-def test_check_env_passes_on_the_language_model_env(tmp_path) -> None:
-    check_env(lm_env(write_text_file(tmp_path / "t.txt")))
+def test_the_twelve_node_space_decodes_every_node_reading_an_earlier_one() -> None:
+    space = load_space("rnn_cell")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        tokens = random_tokens(space, rng)
+        arch = space.decode(tokens)
+        assert len(tokens) == 1 + 2 * 11 and len(arch.layers) == 12  # node 0's activation, then (activation, input)
+        activations = [space.layer_decisions[0].choices[t] for t in [tokens[0], *tokens[1::2]]]
+        assert [layer["activation"] for layer in arch.layers] == activations
+        assert arch.inputs == [(), *((t,) for t in tokens[2::2])]  # node l's input token names the node it reads
+        assert all(node_input < node for node, (node_input,) in enumerate(arch.inputs[1:], start=1))
+
+
+def test_check_env_passes_on_the_five_node_language_model_env(tmp_path) -> None:
+    check_env(lm_env(write_text_file(tmp_path / "t.txt"), space="rnn_cell_small"))
+
+
+def test_the_twelve_node_env_keeps_the_gymnasium_contract_with_masked_actions(tmp_path) -> None:
+    """check_env steps with unmasked samples of Discrete(11), which an activation step (4 choices) refuses; the same
+    checks, one by one, with every step's action drawn from ``obs["action_mask"]``, over whole episodes."""
+    env = lm_env(write_text_file(tmp_path / "t.txt"))
+    assert env.action_space.n == 11
+    check_action_space(env.action_space)
+    check_observation_space(env.observation_space)
+    check_space_limit(env.action_space, "action")
+    check_space_limit(env.observation_space, "observation")
+    check_seed_deprecation(env)
+    check_reset_return_info_deprecation(env)
+    check_reset_return_type(env)
+    check_reset_seed_determinism(env)
+    check_reset_options(env)
+    env_reset_passive_checker(env)
+
+    def episode(seed: int) -> list[tuple]:
+        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        calls = [(obs, info)]
+        steps = []
+        while True:
+            action = int(rng.choice(np.flatnonzero(obs["action_mask"])))
+            obs, reward, terminated, truncated, info = env_step_passive_checker(env, action)
+            assert obs in env.observation_space and not truncated
+            calls.append((obs, info))
+            steps.append((action, obs, reward, terminated, info))
+            if terminated:
+                break
+        for (obs_1, info_1), (obs_2, info_2) in combinations(calls, 2):  # check_returned_data_not_reused's check
+            assert not data_shares_objects(obs_1, obs_2) and not data_shares_objects(info_1, info_2)
+        return steps
+
+    first = episode(seed=3)
+    assert len(first) == 23 and first[-1][3] and all(step[2] == 0.0 for step in first[:-1])
+    # check_step_determinism, over a whole episode: all but the wall-clock time, and the second is from the cache
+    again = episode(seed=3)
+    assert again[-1][4]["cached"] and not first[-1][4]["cached"]
+    for steps in (first, again):
+        for key in ("cached", "train_seconds"):
+            steps[-1][4].pop(key)
+    assert data_equivalence(first, again, exact=True)
+    assert [step[0] for step in episode(seed=4)] != [step[0] for step in first]
 
 
 # --- corpora -----------------------------------------------------------------------------------------
@@ -218,7 +294,8 @@ def test_a_missing_or_malformed_corpus_is_refused_in_one_line(tmp_path, case, ex
 def test_a_child_learns_and_its_score_is_zoph_and_les_reward(tmp_path) -> None:
     corpus = load_corpus(str(write_ptb(tmp_path / "ptb")))
     trainer = LanguageModelTrainer(corpus, hidden_size=16, max_steps=60, batch_size=4, bptt=8, lr=1e-2)
-    arch = load_space("rnn_cell").decode([0] * 9)
+    arch = load_space("rnn_cell").decode([0] * 23)  # ENAS's 12 nodes, all tanh, each reading node 0
+    assert len(arch.layers) == 12
     torch.manual_seed(0)
     untrained = build_language_model(arch, corpus.vocab_size, 16)
     before = math.exp(evaluate_language_model(untrained, corpus.val)[0])
@@ -232,14 +309,14 @@ def test_a_child_learns_and_its_score_is_zoph_and_les_reward(tmp_path) -> None:
 def test_a_diverging_child_is_a_recorded_failure(tmp_path) -> None:
     env = lm_env(write_text_file(tmp_path / "t.txt"), optimizer="sgd", lr=1e30, grad_clip=1e30, max_steps=20)
     env.reset(seed=0)
-    for token in [2, 2, 0, 2, 0, 2, 0, 2, 0]:  # identity everywhere; steps of 1e30 overflow the weights
+    for token in [2] + [2, 0] * 11:  # identity everywhere; steps of 1e30 overflow the weights
         _, reward, done, _, info = env.step(token)
     assert done and info["failed"] and reward == env.failure_reward
     assert "non-finite" in info["reason"] or "loss became" in info["reason"]
 
 
 def test_equal_parameter_budgets_size_each_cell() -> None:
-    arch = load_space("rnn_cell").decode([0] * 9)
+    arch = load_space("rnn_cell").decode([0] * 23)
     for cell in (arch, *(standard_cell(c) for c in STANDARD_CELLS)):
         hidden = hidden_size_for(cell, vocab_size=500, params=60_000)
         count = sum(p.numel() for p in build_language_model(cell, 500, hidden).parameters())
@@ -273,7 +350,9 @@ def rows(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_language_model_search_writes_a_run_folder_resumes_exactly_and_retrains_on_words_then_chars(tmp_path) -> None:
     corpus = write_text_file(tmp_path / "corpus.txt", lines=300)
-    common = ["controller.batch_size=2", "seed=4"]
+    # the run folder, resume and retraining, on the 5-node space: a 12-node cell's episodes and retraining cost
+    # more and prove nothing more here (the 12-node space has its own decoding, training and contract tests)
+    common = ["controller.batch_size=2", "seed=4", "env.space=rnn_cell_small"]
     lm_search(tmp_path / "full", corpus, "search.budget=6", *common)
     history = rows(tmp_path / "full")
     assert len({r["tokens"] for r in history}) == 6

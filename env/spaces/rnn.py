@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from nasrl.env.spaces.family import family_of, recurrent_families
+from nasrl.env.spaces.fast_cell import fast_unroll
 from nasrl.env.spaces.networks import count_parameters
 from nasrl.env.spaces.space import Architecture
 
@@ -42,7 +43,7 @@ class DAGCell(nn.Module):
 
     def __init__(self, arch: Architecture, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.activations = [CELL_ACTIVATIONS[layer["activation"]] for layer in arch.layers]
+        self.activations = [str(layer["activation"]) for layer in arch.layers]
         self.sources = [inputs[0] if inputs else -1 for inputs in arch.inputs]  # -1: node 0 reads x_t, h_{t-1}
         read = {j for j in self.sources if j >= 0}
         self.loose_ends = [i for i in range(len(arch.layers)) if i not in read]
@@ -61,21 +62,37 @@ def unroll_cell(
     h: torch.Tensor,
     weights: list[torch.Tensor],
     sources: list[int],
-    activations: list[Callable[[torch.Tensor], torch.Tensor]],
+    activations: list[str],
     loose_ends: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ENAS cell over a sequence (the equations at the top of this module): ``projected`` is the input's
     share of node 0 for every step (time, batch, 2 hidden), ``weights[l]`` (hidden, 2 hidden) maps the state
-    node l reads (``sources[l]``; -1: h_{t-1}). Shared by :class:`DAGCell` and the weight-sharing supernet."""
+    node l reads (``sources[l]``; -1: h_{t-1}) and ``activations[l]`` names its activation. Returns the outputs
+    (time, batch, hidden) and the last state. Shared by :class:`DAGCell` and the weight-sharing supernet; computed
+    by one compiled loop for every cell, with a backward written by hand (``env/spaces/fast_cell.py``), and equal to
+    :func:`unroll_cell_reference` within float tolerance."""
+    return fast_unroll(projected, h, weights, sources, activations, loose_ends, MAX_STATE_NORM)
+
+
+def unroll_cell_reference(
+    projected: torch.Tensor,
+    h: torch.Tensor,
+    weights: list[torch.Tensor],
+    sources: list[int],
+    activations: list[str],
+    loose_ends: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`unroll_cell` as a plain loop of torch operations that autograd differentiates: the definition the
+    fast cell is tested against (and the implementation before it, several times slower)."""
     outputs = []
     for t in range(projected.shape[0]):
         nodes: list[torch.Tensor] = []
-        for node, (source, activation) in enumerate(zip(sources, activations)):
+        for node, (source, name) in enumerate(zip(sources, activations)):
             prev = h if source < 0 else nodes[source]
             weight = weights[node]
             pre = torch.addmm(projected[t], prev, weight) if source < 0 else prev @ weight
             gate, candidate = pre.chunk(2, dim=-1)
-            nodes.append(torch.lerp(prev, activation(candidate), torch.sigmoid(gate)))  # c*f(.) + (1-c)*prev
+            nodes.append(torch.lerp(prev, CELL_ACTIVATIONS[name](candidate), torch.sigmoid(gate)))
         h = nodes[loose_ends[0]] if len(loose_ends) == 1 else torch.stack([nodes[i] for i in loose_ends]).mean(0)
         norms = h.norm(dim=-1, keepdim=True)
         if norms.max() > MAX_STATE_NORM:  # rare: only unbounded activations get there

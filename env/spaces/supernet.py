@@ -29,7 +29,7 @@ from torch import nn
 
 from nasrl.env.spaces.family import family_of
 from nasrl.env.spaces.networks import ACTIVATION_MODULES
-from nasrl.env.spaces.rnn import CELL_ACTIVATIONS, unroll_cell
+from nasrl.env.spaces.rnn import unroll_cell
 from nasrl.env.spaces.space import Architecture, SearchSpace
 
 _ACTIVATIONS = {name: make() for name, make in ACTIVATION_MODULES.items()}  # parameter-free, shared by all
@@ -254,7 +254,7 @@ class RecurrentSupernet(nn.Module):
         sources = self._sources(arch)
         read = set(sources)
         loose_ends = [i for i in range(len(sources)) if i not in read]
-        activations = [CELL_ACTIVATIONS[layer["activation"]] for layer in arch.layers]
+        activations = [str(layer["activation"]) for layer in arch.layers]
         weights = [self.w_h[f"n{node}_s{j}"].t() for node, j in enumerate(sources)]
         x = self.drop(self.embedding(tokens))
         outputs, h = unroll_cell(F.linear(x, self.w_x), state[0], weights, sources, activations, loose_ends)
